@@ -1,0 +1,71 @@
+import type { ServiceErrorPrefix } from '@platform/shared-types'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyServerOptions,
+} from 'fastify'
+import {
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from 'fastify-type-provider-zod'
+import type { DestinationStream } from 'pino'
+import { loggerOptions, requestIdFor } from './logger.js'
+import { errorHandlerPlugin } from './plugins/error-handler.js'
+import { healthPlugin } from './plugins/health.js'
+import { metricsPlugin } from './plugins/metrics.js'
+
+export interface ServiceAppOptions {
+  /** The service's name, as in logs and metrics (`api-gateway`). */
+  service: string
+  /** The prefix of the service's error codes. */
+  errorPrefix: ServiceErrorPrefix
+  logLevel: string
+  logPretty: boolean
+  logDestination?: DestinationStream | undefined
+  /** Whether X-Forwarded-For is trusted, and from which hops (fastify's `trustProxy`). */
+  trustProxy?: FastifyServerOptions['trustProxy']
+  bodyLimit?: number
+}
+
+/** A Fastify instance whose routes are typed from their zod schemas. */
+export type ServiceApp = FastifyInstance<
+  Server,
+  IncomingMessage,
+  ServerResponse,
+  FastifyBaseLogger,
+  ZodTypeProvider
+>
+
+/**
+ * The base every service's `buildApp` starts from: pino logging with redaction and a request id
+ * that follows the request, zod validation and serialization, the one error shape, /healthz,
+ * /readyz and /metrics. It never listens.
+ */
+export async function createServiceApp(options: ServiceAppOptions): Promise<ServiceApp> {
+  const app = Fastify({
+    logger: loggerOptions({
+      service: options.service,
+      level: options.logLevel,
+      pretty: options.logPretty,
+      destination: options.logDestination,
+    }),
+    genReqId: requestIdFor,
+    requestIdLogLabel: 'requestId',
+    trustProxy: options.trustProxy ?? false,
+    bodyLimit: options.bodyLimit ?? 1024 * 1024,
+    return503OnClosing: true,
+  }).withTypeProvider<ZodTypeProvider>()
+
+  app.setValidatorCompiler(validatorCompiler)
+  app.setSerializerCompiler(serializerCompiler)
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+  })
+
+  await app.register(errorHandlerPlugin, { prefix: options.errorPrefix })
+  await app.register(healthPlugin, { prefix: options.errorPrefix })
+  await app.register(metricsPlugin, { service: options.service })
+  return app
+}

@@ -1,0 +1,21 @@
+export {
+  booleanEnv,
+  type ConfigIssue,
+  ConfigError,
+  commonConfigShape,
+  httpUrlEnv,
+  mongoUrlEnv,
+  optionalEnv,
+  parseConfig,
+  portEnv,
+  redisUrlEnv,
+  secretEnv,
+} from './config.js'
+export { createServiceApp, type ServiceApp, type ServiceAppOptions } from './create-app.js'
+export { REDACTED_LOG_PATHS } from './logger.js'
+export { type ErrorHandlerOptions, errorHandlerPlugin } from './plugins/error-handler.js'
+export { type Readiness, type ReadinessCheck, healthPlugin } from './plugins/health.js'
+export { metricsPlugin } from './plugins/metrics.js'
+export { type MongoOptions, mongoPlugin } from './plugins/mongo.js'
+export { type RedisOptions, redisPlugin } from './plugins/redis.js'
+export { type RunServerOptions, runServer } from './run-server.js'

@@ -1,0 +1,51 @@
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { Redis } from 'ioredis'
+
+export interface RedisOptions {
+  url: string
+  connectTimeoutMs?: number
+}
+
+/** Decorates `redis`, this service's ioredis client, and closes it with the app. */
+async function redis(app: FastifyInstance, options: RedisOptions) {
+  const client = new Redis(options.url, {
+    lazyConnect: true,
+    connectTimeout: options.connectTimeoutMs ?? 5000,
+    // A command fails fast while Redis is away instead of queueing for ever; callers that make
+    // safety decisions treat that failure as "closed".
+    maxRetriesPerRequest: 1,
+  })
+  let reportedDown = false
+  client.on('error', (err: Error) => {
+    if (reportedDown) return
+    reportedDown = true
+    app.log.warn({ err }, 'redis connection lost; retrying')
+  })
+  client.on('ready', () => {
+    if (reportedDown) app.log.info('redis connection restored')
+    reportedDown = false
+  })
+  try {
+    await client.connect()
+  } catch (error) {
+    client.disconnect()
+    throw error
+  }
+  app.decorate('redis', client)
+  app.readiness.add('redis', async () => {
+    await client.ping()
+  })
+  app.addHook('onClose', async () => {
+    if (client.status === 'ready') await client.quit()
+    else client.disconnect()
+  })
+}
+
+export const redisPlugin = fp(redis, { name: 'redis', fastify: '5.x', dependencies: ['health'] })
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    redis: Redis
+  }
+}

@@ -1,0 +1,9 @@
+export { cacheRoot } from './cache.js'
+export { findFreePort, isPortOpen } from './free-port.js'
+export {
+  type Infrastructure,
+  type InfrastructureOptions,
+  provideInfrastructure,
+} from './infrastructure.js'
+export { REPLICA_SET_NAME } from './mongod.js'
+export { type Report, reportToStderr } from './report.js'
