@@ -69,7 +69,7 @@ export const secretEnv = z
 
 /** Settings every service shares. */
 export const commonConfigShape = {
-  HOST: z.preprocess(unsetWhenEmpty, z.string().default('0.0.0.0')),
+  LISTEN_HOST: z.preprocess(unsetWhenEmpty, z.string().default('0.0.0.0')),
   LOG_LEVEL: z.preprocess(
     unsetWhenEmpty,
     z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -1,6 +1,7 @@
 import type { ServiceErrorPrefix } from '@platform/shared-types'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import Fastify, {
+  LogController,
   type FastifyBaseLogger,
   type FastifyInstance,
   type FastifyServerOptions,
@@ -52,7 +53,7 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Serv
       destination: options.logDestination,
     }),
     genReqId: requestIdFor,
-    requestIdLogLabel: 'requestId',
+    logController: new LogController({ requestIdLogLabel: 'requestId' }),
     trustProxy: options.trustProxy ?? false,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     return503OnClosing: true,

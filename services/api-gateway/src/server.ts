@@ -6,5 +6,5 @@ await runServer({
   service: SERVICE_NAME,
   loadConfig,
   buildApp: (config) => buildApp(config),
-  listenOn: (config) => ({ host: config.HOST, port: config.GATEWAY_PORT }),
+  listenOn: (config) => ({ host: config.LISTEN_HOST, port: config.GATEWAY_PORT }),
 })

@@ -81,11 +81,16 @@ async function errorHandler(app: FastifyInstance, options: ErrorHandlerOptions) 
         : 500
     const isOwn = ownCode(error.code)
     if (statusCode >= 500) {
+      // Our own catalogue's 5xx are expected conditions with messages written for clients;
+      // anything else is a fault whose message may hold internals.
+      if (isOwn) {
+        request.log.warn({ code: error.code, statusCode }, error.message)
+        return reply.code(statusCode).send(errorBody(statusCode, error.code, error.message))
+      }
       request.log.error({ err: error }, 'request failed')
-      // Our own catalogue's 5xx messages are written for clients; anything else may hold internals.
-      const message = isOwn ? error.message : 'Internal Server Error'
-      const code = isOwn ? error.code : `${prefix}_INTERNAL`
-      return reply.code(statusCode).send(errorBody(statusCode, code, message))
+      return reply
+        .code(statusCode)
+        .send(errorBody(statusCode, `${prefix}_INTERNAL`, 'Internal Server Error'))
     }
     request.log.info({ code: error.code, statusCode }, error.message)
     if (isOwn) {
