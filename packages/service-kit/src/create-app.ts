@@ -1,10 +1,10 @@
-import type { ServiceErrorPrefix } from '@platform/shared-types'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import type { ServiceErrorPrefix } from '@platform/shared-types'
 import Fastify, {
-  LogController,
   type FastifyBaseLogger,
   type FastifyInstance,
   type FastifyServerOptions,
+  LogController,
 } from 'fastify'
 import {
   serializerCompiler,

@@ -1,7 +1,7 @@
 export {
   booleanEnv,
-  type ConfigIssue,
   ConfigError,
+  type ConfigIssue,
   commonConfigShape,
   httpUrlEnv,
   mongoUrlEnv,
@@ -14,7 +14,7 @@ export {
 export { createServiceApp, type ServiceApp, type ServiceAppOptions } from './create-app.js'
 export { REDACTED_LOG_PATHS } from './logger.js'
 export { type ErrorHandlerOptions, errorHandlerPlugin } from './plugins/error-handler.js'
-export { type Readiness, type ReadinessCheck, healthPlugin } from './plugins/health.js'
+export { healthPlugin, type Readiness, type ReadinessCheck } from './plugins/health.js'
 export { metricsPlugin } from './plugins/metrics.js'
 export { type MongoOptions, mongoPlugin } from './plugins/mongo.js'
 export { type RedisOptions, redisPlugin } from './plugins/redis.js'

@@ -20,7 +20,9 @@ export interface LoggingOptions {
   destination?: DestinationStream | undefined
 }
 
-export function loggerOptions(options: LoggingOptions): LoggerOptions & { stream?: DestinationStream } {
+export function loggerOptions(
+  options: LoggingOptions,
+): LoggerOptions & { stream?: DestinationStream } {
   const base: LoggerOptions = {
     level: options.level,
     base: { service: options.service },

@@ -11,7 +11,11 @@ export const UpstreamUnavailable = createError(
   'The %s is not answering; try again shortly',
   503,
 )
-export const UpstreamTimeout = createError('GW_UPSTREAM_TIMEOUT', 'The %s took too long to answer', 504)
+export const UpstreamTimeout = createError(
+  'GW_UPSTREAM_TIMEOUT',
+  'The %s took too long to answer',
+  504,
+)
 
 // Routing
 export const RouteNotFound = createError('GW_NOT_FOUND', 'Route %s %s not found', 404)

@@ -28,7 +28,10 @@ function runServer(env: NodeJS.ProcessEnv, port: number) {
 describe('the gateway process', () => {
   it('exits non-zero naming both bad variables, and never binds its port', async () => {
     const port = await findFreePort()
-    const server = runServer({ MONGO_URL: 'postgres://not-mongo', REDIS_URL: 'localhost:6379' }, port)
+    const server = runServer(
+      { MONGO_URL: 'postgres://not-mongo', REDIS_URL: 'localhost:6379' },
+      port,
+    )
     let bound = false
     let exited = false
     void server.exit.then(() => {

@@ -9,7 +9,11 @@ export interface StartedService {
 }
 
 /** Prefixes each line a service prints with its name, so interleaved logs stay readable. */
-function relayLines(stream: NodeJS.ReadableStream | null, name: string, out: NodeJS.WritableStream) {
+function relayLines(
+  stream: NodeJS.ReadableStream | null,
+  name: string,
+  out: NodeJS.WritableStream,
+) {
   if (stream === null) return
   const lines = createInterface({ input: stream })
   lines.on('line', (line) => out.write(`${name.padEnd(18)}| ${line}\n`))

@@ -108,7 +108,9 @@ describe('npm start', () => {
     npmStart.stderr.on('data', (chunk) => {
       output += chunk
     })
-    const exited = new Promise<number | null>((resolve) => npmStart.on('exit', (code) => resolve(code)))
+    const exited = new Promise<number | null>((resolve) =>
+      npmStart.on('exit', (code) => resolve(code)),
+    )
 
     const deadline = Date.now() + 150_000
     while (!/Platform ready: (\S+)/.test(output) && Date.now() < deadline) {
@@ -130,10 +132,7 @@ describe('npm start', () => {
     expect(await isPortOpen(redisPort)).toBe(true)
 
     const table = await processTable()
-    const recorded = [
-      ...descendantsOf(npmPid, table),
-      ...(await processesUsing(localDir, table)),
-    ]
+    const recorded = [...descendantsOf(npmPid, table), ...(await processesUsing(localDir, table))]
     expect(recorded.length).toBeGreaterThan(3)
 
     process.kill(npmPid, 'SIGINT')

@@ -5,6 +5,7 @@ let aptListsUpdated = false
 
 async function isInstalled(pkg: string): Promise<boolean> {
   try {
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax
     const { stdout } = await execFileAsync('dpkg-query', ['-W', '-f=${Status}', pkg])
     return stdout.includes('install ok installed')
   } catch {

@@ -9,7 +9,8 @@ export async function findFreePort(): Promise<number> {
   })
   const address = server.address()
   await new Promise<void>((resolve) => server.close(() => resolve()))
-  if (address === null || typeof address === 'string') throw new Error('no TCP address was assigned')
+  if (address === null || typeof address === 'string')
+    throw new Error('no TCP address was assigned')
   return address.port
 }
 

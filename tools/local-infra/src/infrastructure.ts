@@ -43,7 +43,9 @@ async function portFor(preferred: number | undefined): Promise<number> {
  * `REDIS_URL`); testcontainers when a Docker engine answers; otherwise local servers this
  * package provisions and starts itself.
  */
-export async function provideInfrastructure(options: InfrastructureOptions): Promise<Infrastructure> {
+export async function provideInfrastructure(
+  options: InfrastructureOptions,
+): Promise<Infrastructure> {
   const report = options.report ?? reportToStderr
   const detached = options.detached ?? false
   const started: RunningServer[] = []
@@ -62,7 +64,8 @@ export async function provideInfrastructure(options: InfrastructureOptions): Pro
       port,
       dbPath: join(options.dataDir, 'mongo', 'data'),
       winePrefix: join(options.dataDir, 'mongo', 'wine-prefix'),
-      logPath: options.purpose === 'local' ? join(options.dataDir, 'mongo', 'mongod.log') : undefined,
+      logPath:
+        options.purpose === 'local' ? join(options.dataDir, 'mongo', 'mongod.log') : undefined,
       ttlMonitorSleepSecs: options.purpose === 'test' ? 1 : undefined,
       detached,
       report,

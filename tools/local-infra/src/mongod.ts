@@ -3,7 +3,13 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import mongoose from 'mongoose'
 import { cacheRoot, sha256OfFile } from './cache.js'
-import { execFileAsync, spawnServer, stopChild, waitUntilReady, whichExecutable } from './processes.js'
+import {
+  execFileAsync,
+  spawnServer,
+  stopChild,
+  waitUntilReady,
+  whichExecutable,
+} from './processes.js'
 import type { Report } from './report.js'
 import type { RunningServer } from './running-server.js'
 import { ensureWinePrefix, killWineServer, locateWine, type Wine, wineEnv } from './wine.js'
@@ -31,7 +37,6 @@ export interface MongodOptions {
   detached: boolean
   report: Report
 }
-
 
 type MongodBinary = { kind: 'native'; path: string } | { kind: 'wine'; exe: string; wine: Wine }
 

@@ -60,7 +60,9 @@ export async function waitUntilReady(options: {
     if (await options.probe()) return
     await sleep(200)
   }
-  throw new Error(`${options.what} was not ready after ${options.timeoutMs} ms:\n${options.output()}`)
+  throw new Error(
+    `${options.what} was not ready after ${options.timeoutMs} ms:\n${options.output()}`,
+  )
 }
 
 /** Starts a server process and keeps the last few KiB of its output for error messages. */

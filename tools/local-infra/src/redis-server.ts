@@ -1,7 +1,13 @@
 import { mkdir } from 'node:fs/promises'
 import { Socket } from 'node:net'
 import { ensureDebianPackages } from './debian-packages.js'
-import { execFileAsync, spawnServer, stopChild, waitUntilReady, whichExecutable } from './processes.js'
+import {
+  execFileAsync,
+  spawnServer,
+  stopChild,
+  waitUntilReady,
+  whichExecutable,
+} from './processes.js'
 import type { Report } from './report.js'
 import type { RunningServer } from './running-server.js'
 

@@ -42,9 +42,12 @@ describe('the MongoDB tests run against', () => {
   })
 
   it('removes a document when its TTL index says it expired', async () => {
-    const { ttlMonitorSleepSecs } = (await connection.db
-      ?.admin()
-      .command({ getParameter: 1, ttlMonitorSleepSecs: 1 })) as { ttlMonitorSleepSecs: number }
+    const admin = connection.db?.admin()
+    if (admin === undefined) throw new Error('not connected')
+    const { ttlMonitorSleepSecs } = (await admin.command({
+      getParameter: 1,
+      ttlMonitorSleepSecs: 1,
+    })) as { ttlMonitorSleepSecs: number }
     const sessions = connection.collection('sessions')
     await sessions.createIndex({ expiresAt: 1 }, { expireAfterSeconds: 0 })
     await sessions.insertMany([

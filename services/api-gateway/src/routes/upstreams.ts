@@ -2,7 +2,12 @@ import type { IncomingHttpHeaders } from 'node:http'
 import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from '../config.js'
-import { RouteNotFound, UpstreamNotConfigured, UpstreamTimeout, UpstreamUnavailable } from '../errors.js'
+import {
+  RouteNotFound,
+  UpstreamNotConfigured,
+  UpstreamTimeout,
+  UpstreamUnavailable,
+} from '../errors.js'
 
 interface Upstream {
   /** The path prefix this upstream owns, kept as it is on the way through. */

@@ -95,21 +95,26 @@ describe('upstreams that are missing, down or slow', () => {
     ['/.well-known/openid-configuration', 'GET', 'auth-service'],
     ['/v1/tenants', 'POST', 'workspace-service'],
     ['/dev/v1/projects', 'GET', 'code-runtime'],
-  ])('answers %s 503 GW_UPSTREAM_UNAVAILABLE when its service is not configured', async (url, method, service) => {
-    const gateway = await buildTestGateway()
-    const response = await gateway.inject({ method: method as 'GET' | 'POST', url })
-    expect(response.statusCode).toBe(503)
-    expect(response.json()).toEqual({
-      statusCode: 503,
-      code: 'GW_UPSTREAM_UNAVAILABLE',
-      error: 'Service Unavailable',
-      message: `The ${service} is not configured on this gateway`,
-    })
-  })
+  ])(
+    'answers %s 503 GW_UPSTREAM_UNAVAILABLE when its service is not configured',
+    async (url, method, service) => {
+      const gateway = await buildTestGateway()
+      const response = await gateway.inject({ method: method as 'GET' | 'POST', url })
+      expect(response.statusCode).toBe(503)
+      expect(response.json()).toEqual({
+        statusCode: 503,
+        code: 'GW_UPSTREAM_UNAVAILABLE',
+        error: 'Service Unavailable',
+        message: `The ${service} is not configured on this gateway`,
+      })
+    },
+  )
 
   it('answers 503 GW_UPSTREAM_UNAVAILABLE in its own shape when the service is down', async () => {
     const closedPort = await findFreePort()
-    const gateway = await buildTestGateway({ WORKSPACE_SERVICE_URL: `http://127.0.0.1:${closedPort}` })
+    const gateway = await buildTestGateway({
+      WORKSPACE_SERVICE_URL: `http://127.0.0.1:${closedPort}`,
+    })
     const response = await gateway.inject({ method: 'GET', url: '/v1/workspaces' })
     expect(response.statusCode).toBe(503)
     expect(response.json()).toEqual({
