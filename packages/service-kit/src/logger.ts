@@ -9,6 +9,7 @@ export const REDACTED_LOG_PATHS = [
   'req.headers["x-api-key"]',
   'headers.authorization',
   'headers.cookie',
+  'headers["x-api-key"]',
   'res.headers["set-cookie"]',
 ]
 

@@ -46,7 +46,7 @@ function configErrorFor(env: NodeJS.ProcessEnv): ConfigError {
 describe('parseConfig', () => {
   it('parses a valid environment and fills in every default', () => {
     expect(parseConfig(ConfigSchema, validEnv())).toEqual({
-      HOST: '0.0.0.0',
+      LISTEN_HOST: '0.0.0.0',
       LOG_LEVEL: 'info',
       LOG_PRETTY: false,
       PORT: 3000,
@@ -61,7 +61,7 @@ describe('parseConfig', () => {
   it('takes the values it is given, coerced to their types, and ignores other variables', () => {
     const config = parseConfig(ConfigSchema, {
       ...validEnv(),
-      HOST: '127.0.0.1',
+      LISTEN_HOST: '127.0.0.1',
       LOG_LEVEL: 'debug',
       LOG_PRETTY: '1',
       PORT: '8081',
@@ -70,7 +70,7 @@ describe('parseConfig', () => {
       UNRELATED: 'x',
     })
     expect(config).toEqual({
-      HOST: '127.0.0.1',
+      LISTEN_HOST: '127.0.0.1',
       LOG_LEVEL: 'debug',
       LOG_PRETTY: true,
       PORT: 8081,
@@ -116,7 +116,7 @@ describe('parseConfig', () => {
   it('treats an empty string as unset for optionalEnv, portEnv, booleanEnv and the common shape', () => {
     const config = parseConfig(ConfigSchema, {
       ...validEnv(),
-      HOST: '',
+      LISTEN_HOST: '',
       LOG_LEVEL: '',
       LOG_PRETTY: '',
       PORT: '',
@@ -124,7 +124,7 @@ describe('parseConfig', () => {
       SECURE_COOKIES: '',
     })
     expect(config).toMatchObject({
-      HOST: '0.0.0.0',
+      LISTEN_HOST: '0.0.0.0',
       LOG_LEVEL: 'info',
       LOG_PRETTY: false,
       PORT: 3000,
@@ -144,9 +144,9 @@ describe('parseConfig', () => {
       { variable: 'JWT_SECRET', message: 'must be at least 32 characters' },
     ])
     expect(short.message).not.toContain('b'.repeat(31))
-    expect(parseConfig(ConfigSchema, { ...validEnv(), JWT_SECRET: 'b'.repeat(32) }).JWT_SECRET).toBe(
-      'b'.repeat(32),
-    )
+    expect(
+      parseConfig(ConfigSchema, { ...validEnv(), JWT_SECRET: 'b'.repeat(32) }).JWT_SECRET,
+    ).toBe('b'.repeat(32))
   })
 
   it.each(['0', '65536', '80.5', 'eighty', '-1'])('rejects the port %j', (port) => {
@@ -189,7 +189,7 @@ describe('parseConfig', () => {
   it.each([
     ['REDIS_URL', 'http://127.0.0.1:6379'],
     ['REDIS_URL', 'redis:// spaced'],
-    ['MONGO_URL', 'mongodb://'],
+    ['MONGO_URL', 'mongodb://db host/app'],
     ['PUBLIC_URL', 'ftp://platform.example'],
     ['PUBLIC_URL', 'not a url'],
     ['LOG_LEVEL', 'verbose'],

@@ -14,7 +14,7 @@ export interface ErrorHandlerOptions {
 
 /** Framework errors whose 400 means "your request body or parameters are wrong". */
 const VALIDATION_FRAMEWORK_CODES = new Set([
-  'FST_ERR_CTP_INVALID_JSON',
+  'FST_ERR_CTP_INVALID_JSON_BODY',
   'FST_ERR_CTP_EMPTY_JSON_BODY',
   'FST_ERR_VALIDATION',
   'FST_ERR_CTP_INVALID_CONTENT_LENGTH',

@@ -1,3 +1,4 @@
+import { once } from 'node:events'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { Redis } from 'ioredis'
@@ -37,8 +38,12 @@ async function redis(app: FastifyInstance, options: RedisOptions) {
     await client.ping()
   })
   app.addHook('onClose', async () => {
+    // quit() resolves on the server's OK; the socket closes a moment later, and a closed app
+    // must hold no connection.
+    const ended = client.status === 'end' ? undefined : once(client, 'end')
     if (client.status === 'ready') await client.quit()
     else client.disconnect()
+    await ended
   })
 }
 
