@@ -16,6 +16,3 @@ export const UpstreamTimeout = createError(
   'The %s took too long to answer',
   504,
 )
-
-// Routing
-export const RouteNotFound = createError('GW_NOT_FOUND', 'Route %s %s not found', 404)

@@ -1,13 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import httpProxy from '@fastify/http-proxy'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config.js'
-import {
-  RouteNotFound,
-  UpstreamNotConfigured,
-  UpstreamTimeout,
-  UpstreamUnavailable,
-} from '../errors.js'
+import { UpstreamNotConfigured, UpstreamTimeout, UpstreamUnavailable } from '../errors.js'
 
 interface Upstream {
   /** The path prefix this upstream owns, kept as it is on the way through. */
@@ -67,12 +62,10 @@ export interface UpstreamRoutesOptions {
  * 503 so a client can tell "not deployed" from "no such route"; /internal is never routed.
  */
 export async function upstreamRoutes(app: FastifyInstance, options: UpstreamRoutesOptions) {
-  app.all('/internal', async (request) => {
-    throw new RouteNotFound(request.method, '/internal')
-  })
-  app.all('/internal/*', async (request) => {
-    throw new RouteNotFound(request.method, request.url.split('?')[0])
-  })
+  // Claimed explicitly so no later prefix or wildcard can ever route them.
+  const notFound = async (_request: FastifyRequest, reply: FastifyReply) => reply.callNotFound()
+  app.all('/internal', notFound)
+  app.all('/internal/*', notFound)
 
   for (const upstream of options.upstreams) {
     if (upstream.url === undefined) {
