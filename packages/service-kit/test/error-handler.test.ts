@@ -24,6 +24,16 @@ const PolicyBody = z.strictObject({
   }),
 })
 
+/** Sends a body to the validated route as a client would, with the given content type. */
+function postPolicy(app: ServiceApp, payload: string, contentType = 'application/json') {
+  return app.inject({
+    method: 'POST',
+    url: '/workspaces/w-1/policy',
+    headers: { 'content-type': contentType },
+    payload,
+  })
+}
+
 /** An app with one route for each way a request can fail. */
 async function appWithRoutes(options: { bodyLimit?: number } = {}): Promise<ServiceApp> {
   const app = await testApp(options)
@@ -131,12 +141,7 @@ describe('the error handler', () => {
   describe('a malformed body', () => {
     it('answers 400 GW_VALIDATION for JSON that does not parse', async () => {
       const app = await appWithRoutes()
-      const response = await app.inject({
-        method: 'POST',
-        url: '/workspaces/w-1/policy',
-        headers: { 'content-type': 'application/json' },
-        payload: '{"name": "Research", "quota": {',
-      })
+      const response = await postPolicy(app, '{"name": "Research", "quota": {')
       expect(response.statusCode).toBe(400)
       expect(errorBody(response.payload)).toMatchObject({
         statusCode: 400,
@@ -147,12 +152,7 @@ describe('the error handler', () => {
 
     it('answers 400 GW_VALIDATION for an empty JSON body', async () => {
       const app = await appWithRoutes()
-      const response = await app.inject({
-        method: 'POST',
-        url: '/workspaces/w-1/policy',
-        headers: { 'content-type': 'application/json' },
-        payload: '',
-      })
+      const response = await postPolicy(app, '')
       expect(response.statusCode).toBe(400)
       expect(errorBody(response.payload)).toMatchObject({ statusCode: 400, code: 'GW_VALIDATION' })
     })
@@ -322,12 +322,7 @@ describe('the error handler', () => {
   describe('framework errors', () => {
     it('answers 415 GW_UNSUPPORTED_MEDIA_TYPE for a content type no parser takes', async () => {
       const app = await appWithRoutes()
-      const response = await app.inject({
-        method: 'POST',
-        url: '/workspaces/w-1/policy',
-        headers: { 'content-type': 'application/xml' },
-        payload: '<policy/>',
-      })
+      const response = await postPolicy(app, '<policy/>', 'application/xml')
       expect(response.statusCode).toBe(415)
       expect(errorBody(response.payload)).toMatchObject({
         statusCode: 415,
@@ -339,20 +334,13 @@ describe('the error handler', () => {
     it('accepts a body at the limit and answers 413 GW_PAYLOAD_TOO_LARGE over it', async () => {
       const app = await appWithRoutes({ bodyLimit: 256 })
       const fits = JSON.stringify(validPolicy())
-      const small = await app.inject({
-        method: 'POST',
-        url: '/workspaces/w-1/policy',
-        headers: { 'content-type': 'application/json' },
-        payload: fits,
-      })
+      const small = await postPolicy(app, fits)
       expect(small.statusCode).toBe(200)
 
-      const response = await app.inject({
-        method: 'POST',
-        url: '/workspaces/w-1/policy',
-        headers: { 'content-type': 'application/json' },
-        payload: JSON.stringify({ ...validPolicy(), name: 'x'.repeat(300) }),
-      })
+      const response = await postPolicy(
+        app,
+        JSON.stringify({ ...validPolicy(), name: 'x'.repeat(300) }),
+      )
       expect(response.statusCode).toBe(413)
       expect(errorBody(response.payload)).toMatchObject({
         statusCode: 413,

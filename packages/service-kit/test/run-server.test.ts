@@ -3,7 +3,7 @@ import { once } from 'node:events'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { findFreePort, isPortOpen } from '@platform/local-infra'
+import { findFreePort, isPortOpen, portEverOpened } from '@platform/local-infra'
 import { describe, expect, it, onTestFinished } from 'vitest'
 
 const packageDir = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -49,20 +49,6 @@ function startFixture(env: Record<string, string>): Run {
   return { child, stdout: () => stdout, stderr: () => stderr, exited }
 }
 
-/** Polls the port until the process exits, reporting whether anything ever listened on it. */
-async function watchPortUntilExit(run: Run, port: number): Promise<boolean> {
-  let running = true
-  void run.exited.then(() => {
-    running = false
-  })
-  let everOpen = false
-  while (running) {
-    if (await isPortOpen(port)) everOpen = true
-    await sleep(20)
-  }
-  return everOpen || (await isPortOpen(port))
-}
-
 interface BootLine {
   level: number
   service: string
@@ -92,7 +78,7 @@ describe('runServer', () => {
       SESSION_SECRET: badSecret,
     })
 
-    const everOpen = await watchPortUntilExit(run, port)
+    const everOpen = await portEverOpened(port, run.exited)
     const { code } = await run.exited
 
     expect(code).toBe(1)
@@ -117,7 +103,7 @@ describe('runServer', () => {
     const port = await findFreePort()
     const run = startFixture({ FIXTURE_PORT: String(port), LISTEN_HOST: '127.0.0.1' })
 
-    const everOpen = await watchPortUntilExit(run, port)
+    const everOpen = await portEverOpened(port, run.exited)
     const { code } = await run.exited
 
     expect(code).toBe(1)

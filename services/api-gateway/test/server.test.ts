@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { findFreePort, isPortOpen } from '@platform/local-infra'
+import { findFreePort, isPortOpen, portEverOpened } from '@platform/local-infra'
 import { testMongoUrl, testRedisUrl } from '@platform/local-infra/vitest'
 import { describe, expect, it } from 'vitest'
 
@@ -32,15 +32,7 @@ describe('the gateway process', () => {
       { MONGO_URL: 'postgres://not-mongo', REDIS_URL: 'localhost:6379' },
       port,
     )
-    let bound = false
-    let exited = false
-    void server.exit.then(() => {
-      exited = true
-    })
-    while (!exited) {
-      if (await isPortOpen(port)) bound = true
-      await new Promise((resolve) => setTimeout(resolve, 20))
-    }
+    const bound = await portEverOpened(port, server.exit)
     expect(await server.exit).toBe(1)
     expect(bound).toBe(false)
     const { stderr } = server.output()

@@ -71,13 +71,14 @@ setInterval(() => {
 
 async function main() {
   await mkdir(localDir, { recursive: true })
-  const services = existingServices(REPO_ROOT)
-  const ports = new Map(services.map((service) => [service.name, portOf(service)]))
+  const services = existingServices(REPO_ROOT).map((service) => {
+    const port = portOf(service)
+    return { ...service, port, url: `http://127.0.0.1:${port}` }
+  })
   for (const service of services) {
-    const port = ports.get(service.name) as number
-    if (await isPortOpen(port)) {
+    if (await isPortOpen(service.port)) {
       throw new Error(
-        `port ${port} for ${service.name} is taken; set ${service.portVariable} to a free one`,
+        `port ${service.port} for ${service.name} is taken; set ${service.portVariable} to a free one`,
       )
     }
   }
@@ -106,7 +107,6 @@ async function main() {
     say(`generated ${secrets.generated.join(', ')} into ${join(localDir, 'secrets.env')}`)
   }
 
-  const urlOf = (service: ServiceDefinition) => `http://127.0.0.1:${ports.get(service.name)}`
   const gateway = services.find((service) => service.name === 'api-gateway')
   const serviceEnv: NodeJS.ProcessEnv = {
     ...env,
@@ -116,20 +116,20 @@ async function main() {
     LISTEN_HOST: env.LISTEN_HOST || '127.0.0.1',
     LOG_PRETTY: env.LOG_PRETTY || (process.stdout.isTTY ? 'true' : 'false'),
   }
-  if (gateway !== undefined && !env.PUBLIC_URL) serviceEnv.PUBLIC_URL = urlOf(gateway)
+  if (gateway !== undefined && !env.PUBLIC_URL) serviceEnv.PUBLIC_URL = gateway.url
   for (const service of services) {
-    serviceEnv[service.portVariable] = String(ports.get(service.name))
-    if (service.urlVariable !== undefined) serviceEnv[service.urlVariable] = urlOf(service)
+    serviceEnv[service.portVariable] = String(service.port)
+    if (service.urlVariable !== undefined) serviceEnv[service.urlVariable] = service.url
   }
 
   for (const service of services) {
-    say(`starting ${service.name} on ${urlOf(service)}`)
+    say(`starting ${service.name} on ${service.url}`)
     const running = startService({
       name: service.name,
       entry: serverEntry(REPO_ROOT, service),
       cwd: join(REPO_ROOT, 'services', service.name),
       env: serviceEnv,
-      url: urlOf(service),
+      url: service.url,
     })
     started.push(running)
     running.child.once('exit', (code, signal) => {
@@ -141,7 +141,7 @@ async function main() {
     say(`service ${service.name} ready at ${running.url}`)
   }
 
-  const entry = gateway === undefined ? started.at(-1)?.url : urlOf(gateway)
+  const entry = gateway?.url ?? started.at(-1)?.url
   process.stdout.write(`\nPlatform ready: ${entry}  (Ctrl-C stops everything)\n\n`)
 }
 

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { stopChild, waitUntilReady } from '@platform/local-infra'
 
 export interface StartedService {
   name: string
@@ -38,43 +38,27 @@ export function startService(options: {
   return { name: options.name, url: options.url, child }
 }
 
-const exited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null
-
 /** Waits for 200 from the service's /readyz; fails when it exits first or the deadline passes. */
 export async function waitForReady(service: StartedService, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  let last = 'no answer yet'
-  while (Date.now() < deadline) {
-    if (exited(service.child)) {
-      throw new Error(
-        `${service.name} exited (${service.child.exitCode ?? service.child.signalCode}) before it was ready`,
-      )
-    }
-    try {
-      const response = await fetch(`${service.url}/readyz`, { signal: AbortSignal.timeout(2000) })
-      if (response.status === 200) return
-      last = `/readyz answered ${response.status}: ${await response.text()}`
-    } catch (error) {
-      last = (error as Error).message
-    }
-    await sleep(250)
-  }
-  throw new Error(`${service.name} was not ready after ${timeoutMs} ms (${last})`)
+  let lastAnswer = 'no answer yet'
+  await waitUntilReady({
+    what: service.name,
+    child: service.child,
+    output: () => lastAnswer,
+    timeoutMs,
+    probe: async () => {
+      try {
+        const response = await fetch(`${service.url}/readyz`, { signal: AbortSignal.timeout(2000) })
+        if (response.status === 200) return true
+        lastAnswer = `/readyz answered ${response.status}: ${await response.text()}`
+      } catch (error) {
+        lastAnswer = (error as Error).message
+      }
+      return false
+    },
+  })
 }
 
-/** SIGTERM, then SIGKILL to the whole process group if it has not exited within `graceMs`. */
-export async function stopService(service: StartedService, graceMs: number): Promise<void> {
-  const { child } = service
-  if (exited(child) || child.pid === undefined) return
-  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  child.kill('SIGTERM')
-  const timer = sleep(graceMs).then(() => 'timeout' as const)
-  if ((await Promise.race([gone, timer])) === 'timeout') {
-    try {
-      process.kill(-child.pid, 'SIGKILL')
-    } catch {
-      child.kill('SIGKILL')
-    }
-    await gone
-  }
-}
+/** SIGTERM, then SIGKILL to the service's whole process group if it outlives `graceMs`. */
+export const stopService = (service: StartedService, graceMs: number) =>
+  stopChild(service.child, 'SIGTERM', graceMs, { processGroup: true })

@@ -14,6 +14,23 @@ export async function findFreePort(): Promise<number> {
   return address.port
 }
 
+/**
+ * Polls `port` until `until` settles and says whether anything ever accepted a connection on
+ * it: how a test proves a process that was meant to fail early never bound its port.
+ */
+export async function portEverOpened(port: number, until: Promise<unknown>): Promise<boolean> {
+  let settled = false
+  void until.finally(() => {
+    settled = true
+  })
+  let opened = false
+  while (!settled) {
+    if (await isPortOpen(port)) opened = true
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  return opened || (await isPortOpen(port))
+}
+
 /** Whether something accepts TCP connections on 127.0.0.1:port. */
 export function isPortOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
   return new Promise((resolve) => {

@@ -193,7 +193,7 @@ export async function startMongod(options: MongodOptions): Promise<RunningServer
   const url = `mongodb://${host}/?directConnection=true`
   const stop = async () => {
     // mongod shuts down cleanly on SIGINT; under Wine there is no --fork, so it is our child.
-    await stopChild(server.child, 'SIGINT', 30_000)
+    await stopChild(server.child, 'SIGINT', 30_000, { processGroup: options.detached })
     if (binary.kind === 'wine') await killWineServer(binary.wine, options.winePrefix)
   }
   try {

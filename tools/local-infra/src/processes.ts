@@ -30,12 +30,28 @@ export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boo
   })
 }
 
-/** Sends `signal`, then SIGKILL if the process has not exited after `graceMs`. */
-export async function stopChild(child: ChildProcess, signal: NodeJS.Signals, graceMs: number) {
+/**
+ * Sends `signal`, then SIGKILL if the process has not exited after `graceMs`; with
+ * `processGroup` (a child spawned detached) the SIGKILL reaches everything it started too.
+ */
+export async function stopChild(
+  child: ChildProcess,
+  signal: NodeJS.Signals,
+  graceMs: number,
+  options: { processGroup?: boolean } = {},
+) {
   if (hasExited(child)) return
   child.kill(signal)
   if (await waitForExit(child, graceMs)) return
-  child.kill('SIGKILL')
+  if (options.processGroup === true && child.pid !== undefined) {
+    try {
+      process.kill(-child.pid, 'SIGKILL')
+    } catch {
+      child.kill('SIGKILL')
+    }
+  } else {
+    child.kill('SIGKILL')
+  }
   await waitForExit(child, 5000)
 }
 

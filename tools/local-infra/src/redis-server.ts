@@ -64,7 +64,7 @@ export async function startRedisServer(options: RedisServerOptions): Promise<Run
   ]
   const server = spawnServer(binary, args, { detached: options.detached })
   const description = `Redis ${version} (${binary})`
-  const stop = () => stopChild(server.child, 'SIGTERM', 10_000)
+  const stop = () => stopChild(server.child, 'SIGTERM', 10_000, { processGroup: options.detached })
   try {
     await waitUntilReady({
       what: description,
