@@ -13,9 +13,22 @@ export {
 } from './config.js'
 export { createServiceApp, type ServiceApp, type ServiceAppOptions } from './create-app.js'
 export { REDACTED_LOG_PATHS } from './logger.js'
-export { type ErrorHandlerOptions, errorHandlerPlugin } from './plugins/error-handler.js'
+export {
+  type ErrorHandlerOptions,
+  errorHandlerPlugin,
+  type LimitExceeded,
+} from './plugins/error-handler.js'
 export { healthPlugin, type Readiness, type ReadinessCheck } from './plugins/health.js'
 export { metricsPlugin } from './plugins/metrics.js'
 export { type MongoOptions, mongoPlugin } from './plugins/mongo.js'
 export { type RedisOptions, redisPlugin } from './plugins/redis.js'
 export { type RunServerOptions, runServer } from './run-server.js'
+export {
+  bearerToken,
+  createTokenVerifier,
+  RevocationCheckUnavailableError,
+  TokenRejectedError,
+  type TokenRejection,
+  type TokenVerifier,
+  type TokenVerifierOptions,
+} from './tokens/token-verifier.js'

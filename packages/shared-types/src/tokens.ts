@@ -12,6 +12,9 @@ export type TenantRole = z.infer<typeof TenantRoleSchema>
 export const PLATFORM_AUDIENCE = 'platform'
 export const INTERNAL_AUDIENCE = 'internal'
 
+/** The one algorithm the auth-service signs with and verifiers accept (Ed25519). */
+export const TOKEN_SIGNING_ALGORITHM = 'EdDSA'
+
 /**
  * Claims of a platform access token (ARCHITECTURE §3), checked after the signature, `iss` and
  * `aud` are verified. A token scoped to no workspace has neither `tid`, `wid` nor `role`; one
@@ -48,6 +51,14 @@ export const ServiceNameSchema = z.enum([
   'code-runtime',
 ])
 export type ServiceName = z.infer<typeof ServiceNameSchema>
+
+/** The environment variable holding each service's secret for `POST /internal/v1/service-token`. */
+export const SERVICE_SECRET_VARIABLES = {
+  'auth-service': 'SERVICE_SECRET_AUTH',
+  'workspace-service': 'SERVICE_SECRET_WORKSPACE',
+  'api-gateway': 'SERVICE_SECRET_GATEWAY',
+  'code-runtime': 'SERVICE_SECRET_RUNTIME',
+} as const satisfies Record<ServiceName, string>
 
 /** Claims of a service token (API.md §7): `aud: internal`, `sub` the calling service. */
 export const ServiceTokenClaimsSchema = z

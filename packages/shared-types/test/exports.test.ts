@@ -1,10 +1,13 @@
 import { describe, expect, it } from 'vitest'
+import * as audit from '../src/audit.js'
+import * as auth from '../src/auth.js'
 import * as errors from '../src/errors.js'
 import * as index from '../src/index.js'
 import * as policy from '../src/policy.js'
+import * as redisKeys from '../src/redis-keys.js'
 import * as tokens from '../src/tokens.js'
 
-const modules = { errors, policy, tokens }
+const modules = { audit, auth, errors, policy, redisKeys, tokens }
 
 const schemaNames = (module: object) =>
   Object.keys(module)

@@ -1,6 +1,11 @@
 import { STATUS_CODES } from 'node:http'
 import createError from '@fastify/error'
-import type { ErrorDetail, ErrorResponse, ServiceErrorPrefix } from '@platform/shared-types'
+import type {
+  ErrorDetail,
+  ErrorResponse,
+  LimitErrorResponse,
+  ServiceErrorPrefix,
+} from '@platform/shared-types'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import {
@@ -11,6 +16,12 @@ import {
 export interface ErrorHandlerOptions {
   prefix: ServiceErrorPrefix
 }
+
+/** What a coded 429 error carries under `limit` so its body says which limit refused it. */
+export type LimitExceeded = Pick<
+  LimitErrorResponse,
+  'limitName' | 'scope' | 'limit' | 'used' | 'resetAt'
+>
 
 /** Framework errors whose 400 means "your request body or parameters are wrong". */
 const VALIDATION_FRAMEWORK_CODES = new Set([
@@ -94,8 +105,17 @@ async function errorHandler(app: FastifyInstance, options: ErrorHandlerOptions) 
     }
     request.log.info({ code: error.code, statusCode }, error.message)
     if (isOwn) {
-      const details = (error as FastifyError & { details?: ErrorDetail[] }).details
-      return reply.code(statusCode).send(errorBody(statusCode, error.code, error.message, details))
+      const { details, limit } = error as FastifyError & {
+        details?: ErrorDetail[]
+        limit?: LimitExceeded
+      }
+      const body = errorBody(statusCode, error.code, error.message, details)
+      if (statusCode === 429 && limit !== undefined) {
+        const seconds = Math.ceil((Date.parse(limit.resetAt) - Date.now()) / 1000)
+        reply.header('retry-after', String(Math.max(1, seconds)))
+        return reply.code(statusCode).send({ ...body, ...limit })
+      }
+      return reply.code(statusCode).send(body)
     }
     const suffix = VALIDATION_FRAMEWORK_CODES.has(error.code)
       ? 'VALIDATION'

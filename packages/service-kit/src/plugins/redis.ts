@@ -6,6 +6,8 @@ import { Redis } from 'ioredis'
 export interface RedisOptions {
   url: string
   connectTimeoutMs?: number
+  /** Prepended to every key; tests give each app its own so files never share Redis state. */
+  keyPrefix?: string
 }
 
 /** Decorates `redis`, this service's ioredis client, and closes it with the app. */
@@ -13,6 +15,7 @@ async function redis(app: FastifyInstance, options: RedisOptions) {
   const client = new Redis(options.url, {
     lazyConnect: true,
     connectTimeout: options.connectTimeoutMs ?? 5000,
+    ...(options.keyPrefix === undefined ? {} : { keyPrefix: options.keyPrefix }),
     // A command fails fast while Redis is away instead of queueing for ever; callers that make
     // safety decisions treat that failure as "closed".
     maxRetriesPerRequest: 1,

@@ -1,0 +1,129 @@
+import type { TokenPairResponse } from '@platform/shared-types'
+import type { FastifyBaseLogger } from 'fastify'
+import { DependencyUnavailable, NotAMember } from '../errors.js'
+import type { Identity } from '../plugins/identity.js'
+import type { PairBuilder, SessionDocument, SessionScope } from './sessions.js'
+import { publicUser, type UserDocument } from './users.js'
+import { WorkspaceServiceUnavailable } from './workspace-directory.js'
+
+/** Where a request came from, for the session list and the audit log. */
+export interface ClientContext {
+  ip: string
+  userAgent: string | null
+}
+
+/**
+ * The steps every way of signing in shares: choose the workspace the tokens speak for, open a
+ * session, and answer with a token pair.
+ */
+export function createSignIn(identity: Identity, log: FastifyBaseLogger) {
+  const { models, sessions, tokens, workspaces } = identity
+
+  /** The requested workspace, which must be one of the user's, or else the one used last. */
+  async function chooseScope(
+    user: UserDocument,
+    workspaceId?: string,
+  ): Promise<SessionScope | null> {
+    if (workspaceId !== undefined) {
+      let membership: Awaited<ReturnType<typeof workspaces.membership>>
+      try {
+        membership = await workspaces.membership(user._id, workspaceId)
+      } catch (error) {
+        if (error instanceof WorkspaceServiceUnavailable)
+          throw new DependencyUnavailable('The workspace-service', { cause: error })
+        throw error
+      }
+      if (membership === null) throw new NotAMember(workspaceId)
+      return {
+        tenantId: membership.tenantId,
+        workspaceId: membership.workspaceId,
+        role: membership.role,
+        workspaceName: membership.name,
+      }
+    }
+    let answer: Awaited<ReturnType<typeof workspaces.memberships>>
+    try {
+      answer = await workspaces.memberships(user._id)
+    } catch (error) {
+      // Signing in still works while the workspace-service is away, just in no workspace.
+      log.warn({ err: error, userId: user._id }, 'memberships unavailable; signing in unscoped')
+      return null
+    }
+    const preferred = [user.lastWorkspaceId, answer.lastUsedWorkspaceId]
+    const chosen =
+      preferred
+        .map((id) => answer.items.find((membership) => membership.workspaceId === id))
+        .find((membership) => membership !== undefined) ?? answer.items[0]
+    if (chosen === undefined) return null
+    return {
+      tenantId: chosen.tenantId,
+      workspaceId: chosen.workspaceId,
+      role: chosen.role,
+      workspaceName: chosen.name,
+    }
+  }
+
+  /**
+   * The session's scope as it stands now: a member whose role changed gets the new role, one who
+   * left falls back to no workspace. When the workspace-service cannot say, the scope is kept.
+   */
+  async function currentScope(session: SessionDocument): Promise<SessionScope | null> {
+    if (session.scope === null) return null
+    try {
+      const membership = await workspaces.membership(session.userId, session.scope.workspaceId)
+      if (membership === null) return null
+      return {
+        tenantId: membership.tenantId,
+        workspaceId: membership.workspaceId,
+        role: membership.role,
+        workspaceName: membership.name,
+      }
+    } catch (error) {
+      log.warn({ err: error, sessionId: session._id }, 'membership unavailable; keeping scope')
+      return session.scope
+    }
+  }
+
+  async function rememberWorkspace(user: UserDocument, scope: SessionScope | null) {
+    if (scope === null || scope.workspaceId === user.lastWorkspaceId) return
+    await models.users.updateOne({ _id: user._id }, { lastWorkspaceId: scope.workspaceId })
+  }
+
+  const pairFor =
+    (user: UserDocument): PairBuilder =>
+    async (session, refreshToken) => ({
+      accessToken: await tokens.accessToken(user._id, session._id, session.scope),
+      refreshToken,
+      expiresIn: tokens.accessTokenSeconds,
+      user: publicUser(user),
+      workspace:
+        session.scope === null
+          ? null
+          : {
+              id: session.scope.workspaceId,
+              name: session.scope.workspaceName,
+              role: session.scope.role,
+            },
+    })
+
+  async function openSession(
+    user: UserDocument,
+    scope: SessionScope | null,
+    method: string,
+    client: ClientContext,
+  ): Promise<{ pair: TokenPairResponse; session: SessionDocument }> {
+    const { session, refreshToken } = await sessions.create({
+      userId: user._id,
+      scope,
+      method,
+      ip: client.ip,
+      userAgent: client.userAgent,
+    })
+    await rememberWorkspace(user, scope)
+    return { pair: await pairFor(user)(session, refreshToken), session }
+  }
+
+  return { chooseScope, currentScope, openSession, pairFor, rememberWorkspace }
+}
+
+export type SignIn = ReturnType<typeof createSignIn>

@@ -1,0 +1,360 @@
+import {
+  ErrorResponseSchema,
+  LimitErrorResponseSchema,
+  LoginRequestSchema,
+  MembershipSchema,
+  PasswordSchema,
+  REFRESH_COOKIE_NAME,
+  RefreshRequestSchema,
+  TokenPairResponseSchema,
+  UserSchema,
+} from '@platform/shared-types'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import {
+  DependencyUnavailable,
+  EmailTaken,
+  InvalidCredentials,
+  InvalidEmail,
+  loginRateLimited,
+  MfaInvalid,
+  MfaRequired,
+  RefreshInvalid,
+  RefreshReused,
+  SessionRevoked,
+  Unauthenticated,
+  UserNotFound,
+} from '../errors.js'
+import { clientOf } from '../lib/client-context.js'
+import { InvalidEmailError, normalizeEmail } from '../lib/email.js'
+import { consumeSecondFactor } from '../lib/second-factor.js'
+import { RefreshRejected, type SessionDocument } from '../lib/sessions.js'
+import { createSignIn } from '../lib/sign-in.js'
+import { isDuplicateKeyError, publicUser, type UserDocument } from '../lib/users.js'
+import { userOf } from '../plugins/authenticate.js'
+
+const RegisterBodySchema = z.strictObject({
+  email: z.string().max(320),
+  password: PasswordSchema,
+  name: z.string().trim().min(1).max(100),
+})
+
+const SwitchBodySchema = z.strictObject({ workspaceId: z.string().min(1).max(64) })
+
+const MeResponseSchema = z.object({
+  user: UserSchema,
+  currentWorkspaceId: z.string().nullable(),
+  memberships: z.array(MembershipSchema),
+})
+
+const errors = (...codes: number[]) =>
+  Object.fromEntries(codes.map((code) => [code, ErrorResponseSchema]))
+
+export interface AuthRoutesOptions {
+  /** `Secure` on the refresh cookie: the public URL is https. */
+  secureCookie: boolean
+}
+
+/** Registration, sign-in, token refresh and switch, sign-out and `me` (API.md §3). */
+export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, options) => {
+  const { identity } = app
+  const { models, passwords, loginLimiter, sessions, audit, totp, workspaces } = identity
+  const signIn = createSignIn(identity, app.log)
+
+  const cookieOptions = {
+    path: '/',
+    httpOnly: true,
+    sameSite: 'lax' as const,
+    secure: options.secureCookie,
+  }
+  const setRefreshCookie = (reply: FastifyReply, refreshToken: string, session: SessionDocument) =>
+    reply.setCookie(REFRESH_COOKIE_NAME, refreshToken, {
+      ...cookieOptions,
+      expires: session.expiresAt,
+    })
+
+  /** Redis is needed for limits and revocations; without it sign-in fails closed. */
+  async function withSessionStore<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work()
+    } catch (error) {
+      if (isRedisUnavailable(error))
+        throw new DependencyUnavailable('The session store', { cause: error })
+      throw error
+    }
+  }
+
+  app.post(
+    '/register',
+    {
+      schema: {
+        body: RegisterBodySchema,
+        response: { 201: z.object({ user: UserSchema }), ...errors(400, 409) },
+      },
+    },
+    async (request, reply) => {
+      let email: string
+      try {
+        email = normalizeEmail(request.body.email)
+      } catch (error) {
+        if (error instanceof InvalidEmailError) throw new InvalidEmail(error.message)
+        throw error
+      }
+      const passwordHash = await passwords.hash(request.body.password)
+      let user: UserDocument
+      try {
+        user = (
+          await models.users.create({ email, name: request.body.name, passwordHash })
+        ).toObject()
+      } catch (error) {
+        if (isDuplicateKeyError(error)) throw new EmailTaken()
+        throw error
+      }
+      await audit.record({
+        action: 'auth.user.registered',
+        actor: { type: 'user', id: user._id },
+        target: { type: 'user', id: user._id },
+        ...clientOf(request),
+      })
+      return reply.code(201).send({ user: publicUser(user) })
+    },
+  )
+
+  app.post(
+    '/login',
+    {
+      schema: {
+        body: LoginRequestSchema,
+        response: {
+          200: TokenPairResponseSchema,
+          ...errors(400, 401, 403, 503),
+          429: LimitErrorResponseSchema,
+        },
+      },
+    },
+    async (request, reply) => {
+      const client = clientOf(request)
+      const { password, workspaceId, totp: code } = request.body
+      // An address that cannot be normalized matches no account; it is refused like one.
+      let email: string
+      try {
+        email = normalizeEmail(request.body.email)
+      } catch {
+        email = request.body.email.trim().toLowerCase()
+      }
+      const blocked = await withSessionStore(() => loginLimiter.blocked(client.ip, email))
+      if (blocked !== null) throw loginRateLimited(blocked)
+
+      const user = await models.users.findOne({ email }).lean()
+      const passwordMatches = await passwords.verify(user?.passwordHash ?? null, password)
+      const fail = async (reason: string) => {
+        await withSessionStore(() => loginLimiter.recordFailure(client.ip, email))
+        await audit.record({
+          action: 'auth.login.failed',
+          actor: { type: 'anonymous', id: null },
+          target: { type: 'user', id: user?._id ?? null },
+          after: { reason },
+          ...client,
+        })
+      }
+      if (user === null || !passwordMatches) {
+        await fail(user === null ? 'unknown-email' : 'wrong-password')
+        throw new InvalidCredentials()
+      }
+      if (user.mfa.enabled) {
+        if (code === undefined) throw new MfaRequired()
+        const factor = await consumeSecondFactor(models.users, totp, user, code)
+        if (factor === null) {
+          await fail('wrong-mfa-code')
+          throw new MfaInvalid()
+        }
+      }
+      await withSessionStore(() => loginLimiter.clearAccount(email))
+      if (user.passwordHash !== null && passwords.needsRehash(user.passwordHash))
+        await models.users.updateOne(
+          { _id: user._id },
+          { passwordHash: await passwords.hash(password) },
+        )
+
+      const scope = await signIn.chooseScope(user, workspaceId)
+      const { pair, session } = await signIn.openSession(user, scope, 'password', client)
+      await audit.record({
+        action: 'auth.login.succeeded',
+        actor: { type: 'user', id: user._id },
+        target: { type: 'session', id: session._id },
+        tenantId: scope?.tenantId ?? null,
+        workspaceId: scope?.workspaceId ?? null,
+        after: { method: 'password', mfa: user.mfa.enabled },
+        ...client,
+      })
+      setRefreshCookie(reply, pair.refreshToken, session)
+      return pair
+    },
+  )
+
+  app.post(
+    '/token/refresh',
+    {
+      schema: {
+        // A browser posts with the cookie and no body at all.
+        body: RefreshRequestSchema.nullish(),
+        response: { 200: TokenPairResponseSchema, ...errors(400, 401, 503) },
+      },
+    },
+    async (request, reply) => {
+      const refreshToken = request.body?.refreshToken ?? request.cookies[REFRESH_COOKIE_NAME]
+      if (refreshToken === undefined || refreshToken === '') throw new RefreshInvalid()
+      let sessionOfAnswer: SessionDocument | undefined
+      const pair = await withSessionStore(async () => {
+        try {
+          return await sessions.refresh(
+            refreshToken,
+            async (session, nextToken) => {
+              const user = await models.users.findById(session.userId).lean()
+              if (user === null) throw new RefreshRejected('revoked')
+              sessionOfAnswer = session
+              return signIn.pairFor(user)(session, nextToken)
+            },
+            async (session) => ({ scope: await signIn.currentScope(session) }),
+          )
+        } catch (error) {
+          if (!(error instanceof RefreshRejected)) throw error
+          if (error.reason === 'unknown') throw new RefreshInvalid()
+          if (error.reason === 'revoked') throw new SessionRevoked()
+          const session = await sessions.sessionOfRefreshToken(refreshToken)
+          await audit.record({
+            action: 'auth.session.revoked',
+            actor: { type: 'anonymous', id: null },
+            target: { type: 'session', id: session?._id ?? null },
+            after: { reason: 'refresh-token-reuse', userId: session?.userId ?? null },
+            ...clientOf(request),
+          })
+          throw new RefreshReused()
+        }
+      })
+      const session = sessionOfAnswer ?? (await sessions.sessionOfRefreshToken(pair.refreshToken))
+      if (session !== null) setRefreshCookie(reply, pair.refreshToken, session)
+      return pair
+    },
+  )
+
+  app.post(
+    '/token/switch',
+    {
+      preHandler: app.requireUser,
+      schema: {
+        body: SwitchBodySchema,
+        response: { 200: TokenPairResponseSchema, ...errors(400, 401, 403, 503) },
+      },
+    },
+    async (request, reply) => {
+      const claims = userOf(request)
+      const user = await models.users.findById(claims.sub).lean()
+      if (user === null) throw new SessionRevoked()
+      const scope = await signIn.chooseScope(user, request.body.workspaceId)
+      let session: SessionDocument | undefined
+      const pair = await withSessionStore(async () => {
+        try {
+          return await sessions.reissue(claims.sid, scope, async (updated, refreshToken) => {
+            session = updated
+            return signIn.pairFor(user)(updated, refreshToken)
+          })
+        } catch (error) {
+          if (error instanceof RefreshRejected) throw new SessionRevoked()
+          throw error
+        }
+      })
+      await signIn.rememberWorkspace(user, scope)
+      if (session !== undefined) setRefreshCookie(reply, pair.refreshToken, session)
+      return pair
+    },
+  )
+
+  app.post(
+    '/logout',
+    {
+      schema: {
+        body: RefreshRequestSchema.nullish(),
+        response: { 204: z.null(), ...errors(400, 401, 503) },
+      },
+    },
+    async (request, reply) => {
+      const sessionId = await sessionToEnd(request)
+      reply.clearCookie(REFRESH_COOKIE_NAME, cookieOptions)
+      if (sessionId !== null) {
+        const ended = await withSessionStore(() => sessions.revoke(sessionId))
+        if (ended)
+          await audit.record({
+            action: 'auth.session.revoked',
+            actor: { type: 'user', id: request.user?.sub ?? null },
+            target: { type: 'session', id: sessionId },
+            after: { reason: 'logout' },
+            ...clientOf(request),
+          })
+      }
+      return reply.code(204).send(null)
+    },
+  )
+
+  /**
+   * The session a logout ends: the bearer token's, else the refresh token's (body or cookie), so a
+   * browser whose access token has expired can still sign out.
+   */
+  async function sessionToEnd(
+    request: FastifyRequest<{ Body: { refreshToken?: string | undefined } | null | undefined }>,
+  ) {
+    if (request.headers.authorization !== undefined) {
+      try {
+        await app.requireUser.call(app, request, {} as FastifyReply)
+        return userOf(request).sid
+      } catch (error) {
+        if (error instanceof DependencyUnavailable) throw error
+        // An expired access token is no reason to keep the session; try the refresh token.
+      }
+    }
+    const refreshToken = request.body?.refreshToken ?? request.cookies[REFRESH_COOKIE_NAME]
+    if (refreshToken === undefined || refreshToken === '') {
+      if (request.headers.authorization !== undefined)
+        throw new Unauthenticated('The token is not valid')
+      throw new Unauthenticated('A bearer token or a refresh token is required')
+    }
+    const session = await sessions.sessionOfRefreshToken(refreshToken)
+    return session?._id ?? null
+  }
+
+  app.get(
+    '/me',
+    {
+      preHandler: app.requireUser,
+      schema: { response: { 200: MeResponseSchema, ...errors(401, 503) } },
+    },
+    async (request) => {
+      const claims = userOf(request)
+      const user = await models.users.findById(claims.sub).lean()
+      if (user === null) throw new UserNotFound(claims.sub)
+      let memberships: Awaited<ReturnType<typeof workspaces.memberships>>
+      try {
+        memberships = await workspaces.memberships(user._id)
+      } catch (error) {
+        throw new DependencyUnavailable('The workspace-service', { cause: error })
+      }
+      return {
+        user: publicUser(user),
+        currentWorkspaceId: claims.wid ?? null,
+        memberships: memberships.items,
+      }
+    },
+  )
+}
+
+/** ioredis' failures while Redis is away (connection closed, retries used up, timeouts). */
+export function isRedisUnavailable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false
+  return (
+    error.name === 'MaxRetriesPerRequestError' ||
+    /Connection is closed|ECONNREFUSED|ETIMEDOUT|Stream isn't writeable|enableOfflineQueue/.test(
+      error.message,
+    )
+  )
+}

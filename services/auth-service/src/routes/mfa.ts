@@ -1,0 +1,124 @@
+import { ErrorResponseSchema } from '@platform/shared-types'
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import { MfaConflict, MfaInvalid, SessionRevoked } from '../errors.js'
+import { clientOf } from '../lib/client-context.js'
+import { consumeSecondFactor } from '../lib/second-factor.js'
+import { userOf } from '../plugins/authenticate.js'
+
+const CodeBodySchema = z.strictObject({ code: z.string().trim().min(6).max(32) })
+const errors = { 400: ErrorResponseSchema, 401: ErrorResponseSchema, 409: ErrorResponseSchema }
+
+/** A secret waiting for its first code is good for this long. */
+const PENDING_SECRET_MS = 15 * 60_000
+
+/** TOTP: set up, enable with a first code (answering the backup codes), disable (API.md §3). */
+export const mfaRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { models, totp, audit } = app.identity
+  app.addHook('preHandler', app.requireUser)
+
+  async function currentUser(userId: string) {
+    const user = await models.users.findById(userId).lean()
+    if (user === null) throw new SessionRevoked()
+    return user
+  }
+
+  app.post(
+    '/totp/setup',
+    {
+      schema: {
+        response: { 200: z.object({ otpauthUri: z.string(), secret: z.string() }), ...errors },
+      },
+    },
+    async (request) => {
+      const user = await currentUser(userOf(request).sub)
+      if (user.mfa.enabled)
+        throw new MfaConflict('Two-factor sign-in is already on; turn it off first')
+      const created = totp.newSecret(user.email)
+      await models.users.updateOne(
+        { _id: user._id, 'mfa.enabled': false },
+        { 'mfa.pendingSealedSecret': created.sealedSecret, 'mfa.pendingCreatedAt': new Date() },
+      )
+      return { otpauthUri: created.otpauthUri, secret: created.secret }
+    },
+  )
+
+  app.post(
+    '/totp/enable',
+    {
+      schema: {
+        body: CodeBodySchema,
+        response: { 200: z.object({ backupCodes: z.array(z.string()).length(10) }), ...errors },
+      },
+    },
+    async (request) => {
+      const user = await currentUser(userOf(request).sub)
+      if (user.mfa.enabled) throw new MfaConflict('Two-factor sign-in is already on')
+      const pending = user.mfa.pendingSealedSecret
+      const pendingSince = user.mfa.pendingCreatedAt?.getTime() ?? 0
+      if (pending === null || Date.now() - pendingSince > PENDING_SECRET_MS)
+        throw new MfaConflict('Set up two-factor sign-in first; the last setup has expired')
+      const step = totp.acceptedStep(pending, request.body.code, null)
+      if (step === null) throw new MfaInvalid()
+      const backup = totp.newBackupCodes()
+      const enabled = await models.users.updateOne(
+        { _id: user._id, 'mfa.enabled': false, 'mfa.pendingSealedSecret': pending },
+        {
+          mfa: {
+            enabled: true,
+            sealedSecret: pending,
+            pendingSealedSecret: null,
+            pendingCreatedAt: null,
+            lastUsedStep: step,
+            backupCodeHashes: backup.hashes,
+          },
+        },
+      )
+      if (enabled.modifiedCount === 0) throw new MfaConflict('Two-factor sign-in changed meanwhile')
+      await audit.record({
+        action: 'auth.mfa.enabled',
+        actor: { type: 'user', id: user._id },
+        target: { type: 'user', id: user._id },
+        before: { mfaEnabled: false },
+        after: { mfaEnabled: true },
+        ...clientOf(request),
+      })
+      return { backupCodes: backup.codes }
+    },
+  )
+
+  app.post(
+    '/totp/disable',
+    {
+      schema: { body: CodeBodySchema, response: { 204: z.null(), ...errors } },
+    },
+    async (request, reply) => {
+      const user = await currentUser(userOf(request).sub)
+      if (!user.mfa.enabled) throw new MfaConflict('Two-factor sign-in is not on')
+      const factor = await consumeSecondFactor(models.users, totp, user, request.body.code)
+      if (factor === null) throw new MfaInvalid()
+      await models.users.updateOne(
+        { _id: user._id },
+        {
+          mfa: {
+            enabled: false,
+            sealedSecret: null,
+            pendingSealedSecret: null,
+            pendingCreatedAt: null,
+            lastUsedStep: null,
+            backupCodeHashes: [],
+          },
+        },
+      )
+      await audit.record({
+        action: 'auth.mfa.disabled',
+        actor: { type: 'user', id: user._id },
+        target: { type: 'user', id: user._id },
+        before: { mfaEnabled: true },
+        after: { mfaEnabled: false, confirmedWith: factor },
+        ...clientOf(request),
+      })
+      return reply.code(204).send(null)
+    },
+  )
+}
