@@ -71,6 +71,11 @@ const ConfigSchema = z
     SESSION_IDLE_TTL_SECONDS: positiveIntEnv(30 * 24 * 3600),
     /** …and at the latest this long after sign-in. */
     SESSION_MAX_TTL_SECONDS: positiveIntEnv(90 * 24 * 3600),
+    /**
+     * A refresh token used again this soon after its rotation answers with the pair it was
+     * rotated into (browser tabs refreshing at once); later reuse ends the session.
+     */
+    REFRESH_REUSE_GRACE_SECONDS: positiveIntEnv(30),
     /** A signing key is replaced after this long. */
     SIGNING_KEY_ROTATION_SECONDS: positiveIntEnv(30 * 24 * 3600),
     /** Failed sign-ins allowed per account, and per client IP, within the window. */

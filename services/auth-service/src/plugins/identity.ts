@@ -72,6 +72,7 @@ async function identity(app: FastifyInstance, options: IdentityOptions) {
       idleSeconds: config.SESSION_IDLE_TTL_SECONDS,
       maxSeconds: config.SESSION_MAX_TTL_SECONDS,
       accessTokenSeconds: config.ACCESS_TOKEN_TTL_SECONDS,
+      graceSeconds: config.REFRESH_REUSE_GRACE_SECONDS,
     }),
     passwords: await createPasswordHasher({
       memoryKib: config.ARGON2_MEMORY_KIB,
