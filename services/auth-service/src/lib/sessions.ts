@@ -189,7 +189,7 @@ export function createSessionStore(options: SessionStoreOptions): SessionStore {
 
   /** The answer a concurrent rotation of the same token produced; it may land a moment later. */
   async function answerOfRotation(tokenHash: string): Promise<TokenPairResponse | null> {
-    for (let attempt = 0; attempt < 20; attempt++) {
+    for (let attempt = 0; attempt < 50; attempt++) {
       const sealed = await options.redis.get(graceKey(tokenHash))
       if (sealed !== null)
         return TokenPairResponseSchema.parse(JSON.parse(options.box.open(sealed)))

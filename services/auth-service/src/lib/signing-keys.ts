@@ -232,8 +232,9 @@ export function createSigningKeyStore(options: SigningKeyStoreOptions): SigningK
   const verificationKey: JWTVerifyGetKey = async (header) => {
     await fresh()
     let key = header.kid === undefined ? undefined : publicKeys.get(header.kid)
-    if (key === undefined && header.kid !== undefined) {
-      // A key made by another replica a moment ago.
+    if (key === undefined && header.kid !== undefined && Date.now() - loadedAt > 1000) {
+      // A key made by another replica a moment ago; at most one reload a second, so tokens with
+      // made-up key ids cannot turn into a query each.
       await fresh(true)
       key = publicKeys.get(header.kid)
     }

@@ -101,8 +101,8 @@ async function identity(app: FastifyInstance, options: IdentityOptions) {
       serviceToken: ownServiceToken,
     }),
   }
-  await Promise.all(Object.values(models).map((model) => model.init()))
-  await value.sessions.sessions.init()
+  // Unique and TTL indexes exist before the first request relies on them.
+  await Promise.all(Object.values(app.mongo.models).map((model) => model.init()))
   await keys.current()
   app.decorate('identity', value)
 
