@@ -26,6 +26,7 @@ export { type RunServerOptions, runServer } from './run-server.js'
 export {
   bearerToken,
   createTokenVerifier,
+  KeySetUnavailableError,
   RevocationCheckUnavailableError,
   TokenRejectedError,
   type TokenRejection,

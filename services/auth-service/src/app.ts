@@ -3,11 +3,13 @@ import { createServiceApp, mongoPlugin, redisPlugin } from '@platform/service-ki
 import type { FastifyInstance } from 'fastify'
 import type { DestinationStream } from 'pino'
 import type { AuthConfig } from './config.js'
+import type { OAuthEndpointOverrides } from './lib/oauth-providers.js'
 import { authenticatePlugin } from './plugins/authenticate.js'
 import { identityPlugin } from './plugins/identity.js'
 import { authRoutes } from './routes/auth.js'
 import { internalRoutes } from './routes/internal.js'
 import { mfaRoutes } from './routes/mfa.js'
+import { oauthRoutes } from './routes/oauth.js'
 import { sessionRoutes } from './routes/sessions.js'
 import { wellKnownRoutes } from './routes/well-known.js'
 
@@ -23,6 +25,11 @@ export interface BuildOptions {
    * no environment variable reaches it, so a deployment cannot turn it on.
    */
   allowInsecureOAuthIssuers?: boolean
+  /**
+   * Test-only: GitHub's endpoints on a local server instead of github.com. Like the option
+   * above, no environment variable reaches it.
+   */
+  oauthEndpointOverrides?: OAuthEndpointOverrides
 }
 
 /** The auth-service: accounts, sign-in, sessions, MFA and the keys every token is signed with. */
@@ -53,6 +60,13 @@ export async function buildApp(
   await app.register(authRoutes, { prefix: '/auth/v1', secureCookie })
   await app.register(sessionRoutes, { prefix: '/auth/v1/sessions' })
   await app.register(mfaRoutes, { prefix: '/auth/v1/mfa' })
+  await app.register(oauthRoutes, {
+    prefix: '/auth/v1/oauth',
+    config,
+    secureCookie,
+    allowInsecureIssuers: options.allowInsecureOAuthIssuers === true,
+    endpointOverrides: options.oauthEndpointOverrides,
+  })
   await app.register(wellKnownRoutes, { prefix: '/.well-known' })
   await app.register(internalRoutes, { prefix: '/internal/v1', config })
   return app

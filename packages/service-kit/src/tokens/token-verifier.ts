@@ -42,6 +42,24 @@ export class RevocationCheckUnavailableError extends Error {
   }
 }
 
+/** The signing keys could not be fetched or read, so no token can be checked now. */
+export class KeySetUnavailableError extends Error {
+  constructor(options?: ErrorOptions) {
+    super('The signing keys are unreachable', options)
+    this.name = 'KeySetUnavailableError'
+  }
+}
+
+/**
+ * jose reports a JWKS endpoint that answers badly with its generic error, a timeout with its own,
+ * and a key resolver's own failure (a database away) as whatever that threw: none of these say
+ * anything about the token.
+ */
+const isKeySourceFailure = (error: unknown) =>
+  error instanceof joseErrors.JWKSTimeout ||
+  !(error instanceof joseErrors.JOSEError) ||
+  error.code === 'ERR_JOSE_GENERIC'
+
 export interface TokenVerifierOptions {
   /** The `iss` every token must carry: the platform's public URL. */
   issuer: string
@@ -109,7 +127,8 @@ function rejectionFor(error: unknown): TokenRejectedError {
   if (error instanceof joseErrors.JWTExpired)
     return new TokenRejectedError('expired', 'The token has expired', options)
   if (error instanceof joseErrors.JWTClaimValidationFailed) {
-    if (error.claim === 'nbf' || error.claim === 'iat')
+    // A missing or non-numeric nbf/iat is a bad claim, not an early one.
+    if ((error.claim === 'nbf' || error.claim === 'iat') && error.reason === 'check_failed')
       return new TokenRejectedError('not-yet-valid', 'The token is not valid yet', options)
     return new TokenRejectedError('bad-claims', 'The token was not issued for this use', options)
   }
@@ -154,8 +173,9 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     cache: VerifiedTokenCache<z.infer<Schema>>,
   ): Promise<z.infer<Schema>> {
     const key = tokenHash(token)
-    const nowMs = Date.now()
-    const cached = cache.get(key, nowMs - clockTolerance * 1000)
+    // The entry's expiry already includes the clock tolerance; subtracting it again would serve
+    // a token for a whole tolerance longer than jwtVerify accepts it.
+    const cached = cache.get(key, Date.now())
     if (cached !== undefined) return cached
     let payload: unknown
     try {
@@ -168,6 +188,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       })
       payload = verified.payload
     } catch (error) {
+      if (isKeySourceFailure(error)) throw new KeySetUnavailableError({ cause: error })
       throw rejectionFor(error)
     }
     const parsed = schema.safeParse(payload)

@@ -229,9 +229,20 @@ export function createSessionStore(options: SessionStoreOptions): SessionStore {
     )
     if (updated === null) throw new RefreshRejected('revoked')
     const refreshToken = await issueRefreshToken(updated, at)
-    const answer = await build(updated, refreshToken)
-    await rememberAnswer(tokenHash, answer)
-    return answer
+    try {
+      const answer = await build(updated, refreshToken)
+      await rememberAnswer(tokenHash, answer)
+      return answer
+    } catch (error) {
+      // The caller never receives this pair (Redis is away, say), so the presented token is given
+      // back: otherwise its retry would read as reuse and end the session.
+      await refreshTokens.deleteOne({ _id: hashToken(refreshToken) })
+      await refreshTokens.updateOne(
+        { _id: tokenHash, status: 'rotated' },
+        { status: 'current', rotatedAt: null },
+      )
+      throw error
+    }
   }
 
   return {

@@ -133,6 +133,9 @@ export function createSigningKeyStore(options: SigningKeyStoreOptions): SigningK
   }
 
   async function load() {
+    // The unique index on status is what keeps replicas from each making a first key; mongoose
+    // builds it in the background, so wait for it before anything may insert.
+    await model.init()
     const at = now()
     let documents = await model
       .find({ $or: [{ status: { $in: ['active', 'next'] } }, { unpublishAt: { $gt: at } }] })

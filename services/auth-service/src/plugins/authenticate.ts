@@ -1,5 +1,6 @@
 import {
   bearerToken,
+  KeySetUnavailableError,
   RevocationCheckUnavailableError,
   TokenRejectedError,
 } from '@platform/service-kit'
@@ -12,6 +13,8 @@ import { DependencyUnavailable, Forbidden, SessionRevoked, Unauthenticated } fro
 function refusal(error: unknown): Error {
   if (error instanceof RevocationCheckUnavailableError)
     return new DependencyUnavailable('The session store', { cause: error })
+  if (error instanceof KeySetUnavailableError)
+    return new DependencyUnavailable('The key store', { cause: error })
   if (error instanceof TokenRejectedError)
     return error.reason === 'revoked'
       ? new SessionRevoked()

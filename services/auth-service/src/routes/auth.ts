@@ -28,6 +28,7 @@ import {
 } from '../errors.js'
 import { clientOf } from '../lib/client-context.js'
 import { InvalidEmailError, normalizeEmail } from '../lib/email.js'
+import { refreshCookieOptions, writeRefreshCookie } from '../lib/refresh-cookie.js'
 import { consumeSecondFactor } from '../lib/second-factor.js'
 import { RefreshRejected, type SessionDocument } from '../lib/sessions.js'
 import { createSignIn } from '../lib/sign-in.js'
@@ -37,7 +38,14 @@ import { userOf } from '../plugins/authenticate.js'
 const RegisterBodySchema = z.strictObject({
   email: z.string().max(320),
   password: PasswordSchema,
-  name: z.string().trim().min(1).max(100),
+  // Control characters (NUL, CR/LF) and bidi overrides/isolates in a name other members see would
+  // truncate it downstream or make it render as someone else's ('Eve\u202Enimda' → 'Eveadmin').
+  name: z
+    .string()
+    .trim()
+    .min(1)
+    .max(100)
+    .regex(/^[^\p{Cc}\u202A-\u202E\u2066-\u2069]*$/u, 'must not contain control characters'),
 })
 
 const SwitchBodySchema = z.strictObject({ workspaceId: z.string().min(1).max(64) })
@@ -62,17 +70,9 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
   const { models, passwords, loginLimiter, sessions, audit, totp, workspaces } = identity
   const signIn = createSignIn(identity, app.log)
 
-  const cookieOptions = {
-    path: '/',
-    httpOnly: true,
-    sameSite: 'lax' as const,
-    secure: options.secureCookie,
-  }
+  const cookieOptions = refreshCookieOptions(options.secureCookie)
   const setRefreshCookie = (reply: FastifyReply, refreshToken: string, session: SessionDocument) =>
-    reply.setCookie(REFRESH_COOKIE_NAME, refreshToken, {
-      ...cookieOptions,
-      expires: session.expiresAt,
-    })
+    writeRefreshCookie(reply, refreshToken, session.expiresAt, options.secureCookie)
 
   /** Redis is needed for limits and revocations; without it sign-in fails closed. */
   async function withSessionStore<T>(work: () => Promise<T>): Promise<T> {
@@ -101,6 +101,8 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
         if (error instanceof InvalidEmailError) throw new InvalidEmail(error.message)
         throw error
       }
+      // A taken address is refused before Argon2 runs, so repeated sign-ups cost no hashing.
+      if ((await models.users.exists({ email })) !== null) throw new EmailTaken()
       const passwordHash = await passwords.hash(request.body.password)
       let user: UserDocument
       try {
@@ -136,17 +138,21 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
     async (request, reply) => {
       const client = clientOf(request)
       const { password, workspaceId, totp: code } = request.body
-      // An address that cannot be normalized matches no account; it is refused like one.
+      // An address that cannot be normalized matches no account; it is refused like one. Its
+      // trimmed form still keys the limiter, but is never looked up: String#trim strips a BOM
+      // that normalizeEmail refuses, so '\uFEFFvictim@…' would otherwise sign in as victim@….
       let email: string
+      let normalized = true
       try {
         email = normalizeEmail(request.body.email)
       } catch {
         email = request.body.email.trim().toLowerCase()
+        normalized = false
       }
       const blocked = await withSessionStore(() => loginLimiter.blocked(client.ip, email))
       if (blocked !== null) throw loginRateLimited(blocked)
 
-      const user = await models.users.findOne({ email }).lean()
+      const user = normalized ? await models.users.findOne({ email }).lean() : null
       const passwordMatches = await passwords.verify(user?.passwordHash ?? null, password)
       const fail = async (reason: string) => {
         await withSessionStore(() => loginLimiter.recordFailure(client.ip, email))
@@ -304,6 +310,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
   async function sessionToEnd(
     request: FastifyRequest<{ Body: { refreshToken?: string | undefined } | null | undefined }>,
   ) {
+    let bearerSessionEnded = false
     if (request.headers.authorization !== undefined) {
       try {
         await app.requireUser.call(app, request, {} as FastifyReply)
@@ -311,10 +318,13 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
       } catch (error) {
         if (error instanceof DependencyUnavailable) throw error
         // An expired access token is no reason to keep the session; try the refresh token.
+        bearerSessionEnded = error instanceof SessionRevoked
       }
     }
     const refreshToken = request.body?.refreshToken ?? request.cookies[REFRESH_COOKIE_NAME]
     if (refreshToken === undefined || refreshToken === '') {
+      // Logging out of a session that has already ended is done, not a failure (logout twice).
+      if (bearerSessionEnded) return null
       if (request.headers.authorization !== undefined)
         throw new Unauthenticated('The token is not valid')
       throw new Unauthenticated('A bearer token or a refresh token is required')

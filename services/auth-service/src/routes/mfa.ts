@@ -1,26 +1,50 @@
-import { ErrorResponseSchema } from '@platform/shared-types'
+import { ErrorResponseSchema, LimitErrorResponseSchema } from '@platform/shared-types'
+import type { FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import { MfaConflict, MfaInvalid, SessionRevoked } from '../errors.js'
+import { loginRateLimited, MfaConflict, MfaInvalid, SessionRevoked } from '../errors.js'
 import { clientOf } from '../lib/client-context.js'
 import { consumeSecondFactor } from '../lib/second-factor.js'
 import { userOf } from '../plugins/authenticate.js'
 
 const CodeBodySchema = z.strictObject({ code: z.string().trim().min(6).max(32) })
-const errors = { 400: ErrorResponseSchema, 401: ErrorResponseSchema, 409: ErrorResponseSchema }
+const errors = {
+  400: ErrorResponseSchema,
+  401: ErrorResponseSchema,
+  409: ErrorResponseSchema,
+  429: LimitErrorResponseSchema,
+}
 
 /** A secret waiting for its first code is good for this long. */
 const PENDING_SECRET_MS = 15 * 60_000
 
 /** TOTP: set up, enable with a first code (answering the backup codes), disable (API.md §3). */
 export const mfaRoutes: FastifyPluginAsyncZod = async (app) => {
-  const { models, totp, audit } = app.identity
+  const { models, totp, audit, loginLimiter } = app.identity
   app.addHook('preHandler', app.requireUser)
 
   async function currentUser(userId: string) {
     const user = await models.users.findById(userId).lean()
     if (user === null) throw new SessionRevoked()
     return user
+  }
+
+  /**
+   * Codes are guessable in a million tries, so wrong ones count against the same per-account and
+   * per-IP limits as failed sign-ins: a stolen access token cannot brute-force MFA off.
+   */
+  async function checkCode<Accepted>(
+    request: FastifyRequest,
+    email: string,
+    check: () => Promise<Accepted | null>,
+  ): Promise<Accepted> {
+    const { ip } = clientOf(request)
+    const blocked = await loginLimiter.blocked(ip, email)
+    if (blocked !== null) throw loginRateLimited(blocked)
+    const accepted = await check()
+    if (accepted !== null) return accepted
+    await loginLimiter.recordFailure(ip, email)
+    throw new MfaInvalid()
   }
 
   app.post(
@@ -58,8 +82,9 @@ export const mfaRoutes: FastifyPluginAsyncZod = async (app) => {
       const pendingSince = user.mfa.pendingCreatedAt?.getTime() ?? 0
       if (pending === null || Date.now() - pendingSince > PENDING_SECRET_MS)
         throw new MfaConflict('Set up two-factor sign-in first; the last setup has expired')
-      const step = totp.acceptedStep(pending, request.body.code, null)
-      if (step === null) throw new MfaInvalid()
+      const step = await checkCode(request, user.email, async () =>
+        totp.acceptedStep(pending, request.body.code, null),
+      )
       const backup = totp.newBackupCodes()
       const enabled = await models.users.updateOne(
         { _id: user._id, 'mfa.enabled': false, 'mfa.pendingSealedSecret': pending },
@@ -95,8 +120,9 @@ export const mfaRoutes: FastifyPluginAsyncZod = async (app) => {
     async (request, reply) => {
       const user = await currentUser(userOf(request).sub)
       if (!user.mfa.enabled) throw new MfaConflict('Two-factor sign-in is not on')
-      const factor = await consumeSecondFactor(models.users, totp, user, request.body.code)
-      if (factor === null) throw new MfaInvalid()
+      const factor = await checkCode(request, user.email, () =>
+        consumeSecondFactor(models.users, totp, user, request.body.code),
+      )
       await models.users.updateOne(
         { _id: user._id },
         {
