@@ -53,6 +53,8 @@ export interface AuditLog {
 }
 
 const MAX_BACKOFF_MS = 5 * 60_000
+/** The `nextAttemptAt` of an event the workspace-service refused as invalid. */
+const PARKED = new Date('9999-12-31T00:00:00Z')
 
 /**
  * Audit events through a transactional outbox: written to MongoDB with the change they describe,
@@ -65,6 +67,24 @@ export function createAuditLog(options: AuditLogOptions): AuditLog {
   let timer: NodeJS.Timeout | null = null
   let draining: Promise<number> | null = null
 
+  /** Posts events; 'rejected' means the workspace-service refused them as invalid (a 4xx). */
+  async function post(entries: OutboxDocument[]): Promise<'delivered' | 'rejected'> {
+    const url = new URL('/internal/v1/audit', options.workspaceServiceUrl)
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${await options.serviceToken()}`,
+        'content-type': 'application/json',
+      },
+      body: JSON.stringify({ events: entries.map((entry) => entry.event) }),
+      signal: AbortSignal.timeout(10_000),
+    })
+    await response.body?.cancel()
+    if (response.ok) return 'delivered'
+    if ([400, 413, 422].includes(response.status)) return 'rejected'
+    throw new Error(`the workspace-service answered ${response.status}`)
+  }
+
   async function deliverBatch(): Promise<number> {
     if (options.workspaceServiceUrl === undefined) return 0
     const now = new Date()
@@ -74,34 +94,41 @@ export function createAuditLog(options: AuditLogOptions): AuditLog {
       .limit(batchSize)
       .lean()
     if (due.length === 0) return 0
-    const ids = due.map((entry) => entry._id)
     try {
-      const response = await fetch(new URL('/internal/v1/audit', options.workspaceServiceUrl), {
-        method: 'POST',
-        headers: {
-          authorization: `Bearer ${await options.serviceToken()}`,
-          'content-type': 'application/json',
-        },
-        body: JSON.stringify({ events: due.map((entry) => entry.event) }),
-        signal: AbortSignal.timeout(10_000),
-      })
-      await response.body?.cancel()
-      if (!response.ok) throw new Error(`the workspace-service answered ${response.status}`)
+      const outcome = await post(due)
+      if (outcome === 'delivered') {
+        await outbox.deleteMany({ _id: { $in: due.map((entry) => entry._id) } })
+        return due.length
+      }
+      // One bad event must not hold back the others: they go one by one, and an event refused
+      // on its own is parked (kept for an operator, never retried) instead of blocking the queue.
+      let delivered = 0
+      for (const entry of due) {
+        if ((await post([entry])) === 'delivered') {
+          await outbox.deleteOne({ _id: entry._id })
+          delivered++
+          continue
+        }
+        options.log.error(
+          { eventId: entry._id },
+          'audit event refused by the workspace-service; parked',
+        )
+        await outbox.updateOne({ _id: entry._id }, { nextAttemptAt: PARKED, $inc: { attempts: 1 } })
+      }
+      return delivered
     } catch (error) {
       const attempts = Math.max(...due.map((entry) => entry.attempts)) + 1
       const backoffMs = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.min(attempts, 20))
       await outbox.updateMany(
-        { _id: { $in: ids } },
+        { _id: { $in: due.map((entry) => entry._id) }, nextAttemptAt: { $ne: PARKED } },
         { $inc: { attempts: 1 }, nextAttemptAt: new Date(Date.now() + backoffMs) },
       )
       options.log.warn(
-        { err: error, events: ids.length, attempts },
+        { err: error, events: due.length, attempts },
         'audit delivery failed; will retry',
       )
       return 0
     }
-    await outbox.deleteMany({ _id: { $in: ids } })
-    return ids.length
   }
 
   async function drain() {

@@ -82,6 +82,18 @@ export interface SigningKeyStore {
 }
 
 const CLOCK_SKEW_SECONDS = 60
+
+/** Another replica (or request) rotated first; this rotation's transaction was rolled back. */
+class RotationRaced extends Error {
+  constructor() {
+    super('the active key changed during rotation')
+    this.name = 'RotationRaced'
+  }
+}
+
+// Deletes the lock only if it is still ours: one that outlived its expiry may be another's now.
+const RELEASE_LOCK_SCRIPT =
+  "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 const DUE_LOCK_KEY = 'auth:signing-keys:rotation-lock'
 
 const isDuplicateKey = (error: unknown) =>
@@ -208,7 +220,7 @@ export function createSigningKeyStore(options: SigningKeyStoreOptions): SigningK
             },
             { session },
           )
-          if (retired.modifiedCount === 0) throw new Error('the active key changed during rotation')
+          if (retired.modifiedCount === 0) throw new RotationRaced()
         }
         const promoted = promoteNext
           ? await model.findOneAndUpdate(
@@ -256,7 +268,17 @@ export function createSigningKeyStore(options: SigningKeyStoreOptions): SigningK
       return published
     },
     verificationKey,
-    rotate: () => activate(false),
+    async rotate() {
+      // Two on-demand rotations at once: the loser rotates again from the winner's key, so each
+      // caller gets a key made for its request.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await activate(false)
+        } catch (error) {
+          if (!(error instanceof RotationRaced) || attempt === 3) throw error
+        }
+      }
+    },
     async rotateIfDue() {
       await fresh(true)
       if (active === null) return null
@@ -264,7 +286,8 @@ export function createSigningKeyStore(options: SigningKeyStoreOptions): SigningK
       const rotationMs = options.rotationSeconds * 1000
       if (age < rotationMs - prePublishMs) return null
       // One replica does the scheduled work; the others see its result on their next refresh.
-      const lock = await options.redis.set(DUE_LOCK_KEY, String(process.pid), 'PX', 30_000, 'NX')
+      const lockToken = randomUUID()
+      const lock = await options.redis.set(DUE_LOCK_KEY, lockToken, 'PX', 30_000, 'NX')
       if (lock === null) return null
       try {
         if ((await model.countDocuments({ status: 'next' })) === 0) {
@@ -277,8 +300,11 @@ export function createSigningKeyStore(options: SigningKeyStoreOptions): SigningK
         }
         if (age < rotationMs) return null
         return await activate(true)
+      } catch (error) {
+        if (error instanceof RotationRaced) return null
+        throw error
       } finally {
-        await options.redis.del(DUE_LOCK_KEY)
+        await options.redis.eval(RELEASE_LOCK_SCRIPT, 1, DUE_LOCK_KEY, lockToken)
       }
     },
   }

@@ -84,14 +84,12 @@ export async function startWorkspaceDouble(options: {
       const claims = await verifier.verifyServiceToken(token)
       double.callers.push(claims.sub)
     } catch {
-      return reply
-        .code(401)
-        .send({
-          statusCode: 401,
-          code: 'WSP_UNAUTHENTICATED',
-          error: 'Unauthorized',
-          message: 'A service token is required',
-        })
+      return reply.code(401).send({
+        statusCode: 401,
+        code: 'WSP_UNAUTHENTICATED',
+        error: 'Unauthorized',
+        message: 'A service token is required',
+      })
     }
   })
 
@@ -103,14 +101,12 @@ export async function startWorkspaceDouble(options: {
         (item) => item.workspaceId === workspaceId,
       )
       if (found === undefined)
-        return reply
-          .code(404)
-          .send({
-            statusCode: 404,
-            code: 'WSP_NOT_FOUND',
-            error: 'Not Found',
-            message: 'No such membership',
-          })
+        return reply.code(404).send({
+          statusCode: 404,
+          code: 'WSP_NOT_FOUND',
+          error: 'Not Found',
+          message: 'No such membership',
+        })
       return found
     },
   )
@@ -126,24 +122,20 @@ export async function startWorkspaceDouble(options: {
   app.post('/internal/v1/audit', async (request, reply) => {
     double.auditBatches++
     if (double.failAudit)
-      return reply
-        .code(503)
-        .send({
-          statusCode: 503,
-          code: 'WSP_NOT_READY',
-          error: 'Service Unavailable',
-          message: 'down',
-        })
+      return reply.code(503).send({
+        statusCode: 503,
+        code: 'WSP_NOT_READY',
+        error: 'Service Unavailable',
+        message: 'down',
+      })
     const batch = AuditBatchSchema.safeParse(request.body)
     if (!batch.success)
-      return reply
-        .code(400)
-        .send({
-          statusCode: 400,
-          code: 'WSP_VALIDATION',
-          error: 'Bad Request',
-          message: batch.error.message,
-        })
+      return reply.code(400).send({
+        statusCode: 400,
+        code: 'WSP_VALIDATION',
+        error: 'Bad Request',
+        message: batch.error.message,
+      })
     for (const event of batch.data.events) {
       if (seenEventIds.has(event.eventId)) continue
       seenEventIds.add(event.eventId)

@@ -240,6 +240,14 @@ const FAILED_LOGIN_COUNTED: ExpectedChanges = {
   counts: { audit_outbox: 1 },
   redisWritten: [/^auth:login-failures:account:/, /^auth:login-failures:ip:/],
 }
+/** A wrong MFA code counts against the sign-in limits (first failure of the account, then later ones). */
+const FIRST_MFA_FAILURE: ExpectedChanges = {
+  redisAdded: [/^auth:login-failures:account:/],
+  redisWritten: [/^auth:login-failures:ip:/],
+}
+const MFA_FAILURE_COUNTED: ExpectedChanges = {
+  redisWritten: [/^auth:login-failures:account:/, /^auth:login-failures:ip:/],
+}
 
 beforeAll(async () => {
   workspaces = await startWorkspaceDouble({
@@ -1754,7 +1762,7 @@ describe('MFA', () => {
     await attack(auth, mfa(off, 'disable', { code: '123456' }), 409, 'AUTH_MFA_CONFLICT')
   })
 
-  it('enable with a wrong code three times → 401 AUTH_MFA_INVALID each, nothing stored', async () => {
+  it('enable with a wrong code six times → 401 AUTH_MFA_INVALID each, only the failures counted', async () => {
     const setup = await auth.app.inject(mfa(off, 'setup'))
     expect(setup.statusCode, setup.body).toBe(200)
     const secret = setup.json<{ secret: string }>().secret
@@ -1767,20 +1775,26 @@ describe('MFA', () => {
       const response = await auth.app.inject(mfa(off, 'enable', { code }))
       expectErrorBody(response, 401, 'AUTH_MFA_INVALID')
     }
-    expectUnchanged(before, await snapshotState(auth))
+    expectOnlyChanged(before, await snapshotState(auth), FIRST_MFA_FAILURE)
   })
 
   it('setup while MFA is on → 409, the secret is not replaced', async () => {
     await attack(auth, mfa(on, 'setup'), 409, 'AUTH_MFA_CONFLICT')
   })
 
-  it('disable with a wrong code → 401 AUTH_MFA_INVALID, MFA stays on', async () => {
+  it('disable with a wrong code → 401 AUTH_MFA_INVALID, MFA stays on, the failure counted', async () => {
     const [code] = wrongCodes(onSecret, 1)
-    await attack(auth, mfa(on, 'disable', { code }), 401, 'AUTH_MFA_INVALID')
+    await attack(auth, mfa(on, 'disable', { code }), 401, 'AUTH_MFA_INVALID', FIRST_MFA_FAILURE)
   })
 
   it('disable with the code already used to enable (replay) → 401 AUTH_MFA_INVALID', async () => {
-    await attack(auth, mfa(on, 'disable', { code: usedCode }), 401, 'AUTH_MFA_INVALID')
+    await attack(
+      auth,
+      mfa(on, 'disable', { code: usedCode }),
+      401,
+      'AUTH_MFA_INVALID',
+      MFA_FAILURE_COUNTED,
+    )
   })
 
   it('login without a code → 401 AUTH_MFA_REQUIRED, nothing stored', async () => {
@@ -1807,7 +1821,7 @@ describe('MFA', () => {
       },
       401,
       'AUTH_MFA_INVALID',
-      FAILED_LOGIN,
+      FAILED_LOGIN_COUNTED,
     )
   })
 
