@@ -18,7 +18,7 @@ import {
   OAuthStateInvalid,
 } from '../errors.js'
 import { clientOf } from '../lib/client-context.js'
-import { randomToken } from '../lib/crypto.js'
+import { constantTimeEqual, hashToken, randomToken } from '../lib/crypto.js'
 import { InvalidEmailError, normalizeEmail } from '../lib/email.js'
 import {
   createOAuthProviders,
@@ -38,11 +38,19 @@ const FLOW_TTL_SECONDS = 10 * 60
 const MFA_TICKET_TTL_SECONDS = 5 * 60
 
 const flowKey = (state: string) => `auth:oauth-flow:${state}`
+/**
+ * Ties a sign-in to the browser that started it. Without it, an attacker could start a sign-in
+ * as themselves, stop before the callback and lure a victim's browser to that callback URL,
+ * which would sign the victim in to the attacker's account (login CSRF).
+ */
+const FLOW_COOKIE = 'platform_oauth_flow'
 const mfaTicketKey = (ticket: string) => `auth:oauth-mfa:${ticket}`
 
 /** What `start` keeps for `callback`, under the attempt's `state`. */
 const StoredFlowSchema = z.object({
   provider: z.string(),
+  /** Hash of the value in the starting browser's flow cookie: only that browser may finish. */
+  browserBinding: z.string(),
   codeVerifier: z.string(),
   nonce: z.string().nullable(),
   returnTo: z.string(),
@@ -108,6 +116,12 @@ export interface OAuthRoutesOptions {
 export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app, options) => {
   const { identity } = app
   const { models, sessions, audit, totp, loginLimiter, issuer } = identity
+  const flowCookieOptions = {
+    path: '/auth/v1/oauth',
+    httpOnly: true,
+    sameSite: 'lax' as const,
+    secure: options.secureCookie,
+  }
   const signIn = createSignIn(identity, app.log)
   const providers = createOAuthProviders({
     config: options.config,
@@ -220,9 +234,12 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
     } catch (error) {
       if (!isDuplicateKeyError(error)) throw error
       // Created by a concurrent callback for the same address a moment ago.
+      // Created a moment ago: by a concurrent callback, or by a registration that raced this
+      // one, which gets the same claim as any unproven account.
       const existing = await models.users.findOne({ email }).lean()
       if (existing === null) throw error
-      return existing
+      if (existing.emailVerified || existing.mfa.enabled) return existing
+      return claimUnverifiedAccount(existing, profile, client)
     }
   }
 
@@ -230,7 +247,9 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
    * Pre-account-hijacking defence: someone may have registered this address with a password
    * before its owner ever signed in, and could still hold a session or the password. The
    * provider has now proven who owns the address, so whatever that unproven registration set
-   * up (password, MFA, sessions) goes before the owner's identity is linked to the account.
+   * up (password, sessions) goes before the owner's identity is linked to the account. An account
+   * with MFA on is never claimed this way: a provider account alone must not get past a second
+   * factor, so the sign-in goes through the MFA step instead.
    */
   async function claimUnverifiedAccount(
     user: UserDocument,
@@ -314,7 +333,7 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
     const existing = await models.users.findOne({ email }).lean()
     if (existing === null)
       return recordNewIdentity(await createUser(profile, email, client), profile, email)
-    if (!existing.emailVerified) {
+    if (!existing.emailVerified && !existing.mfa.enabled) {
       const claimed = await claimUnverifiedAccount(existing, profile, client)
       return recordNewIdentity(claimed, profile, email)
     }
@@ -397,8 +416,10 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
       const flow = provider.newFlow()
       // Built first: while the provider cannot be discovered, nothing is stored.
       const url = await provider.authorizationUrl(flow)
+      const binding = randomToken()
       const stored: StoredFlow = {
         provider: provider.name,
+        browserBinding: hashToken(binding),
         codeVerifier: flow.codeVerifier,
         nonce: flow.nonce,
         returnTo: safeReturnTo(request.query.returnTo),
@@ -406,6 +427,8 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
       await withRedis(() =>
         app.redis.set(flowKey(flow.state), JSON.stringify(stored), 'EX', FLOW_TTL_SECONDS),
       )
+      // SameSite=Lax: the provider's redirect back is a top-level navigation, which carries it.
+      reply.setCookie(FLOW_COOKIE, binding, { ...flowCookieOptions, maxAge: FLOW_TTL_SECONDS })
       return redirect(reply, url.href)
     },
   )
@@ -421,12 +444,18 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
     },
     async (request, reply) => {
       const provider = providerNamed(request.params.provider)
+      const { state, error } = request.query
+      if (state === undefined || !OPAQUE_TOKEN.test(state)) throw new OAuthStateInvalid()
+      const flow = await take(flowKey(state), StoredFlowSchema)
+      const binding = request.cookies[FLOW_COOKIE]
+      reply.clearCookie(FLOW_COOKIE, flowCookieOptions)
+      // Unknown states and other browsers' callbacks are refused before anything is recorded:
+      // they are not sign-in attempts of anyone's, and must not write to the database.
+      if (flow === null || flow.provider !== provider.name) throw new OAuthStateInvalid()
+      if (binding === undefined || !constantTimeEqual(hashToken(binding), flow.browserBinding))
+        throw new OAuthStateInvalid()
       let userId: string | null = null
       try {
-        const { state, error } = request.query
-        if (state === undefined || !OPAQUE_TOKEN.test(state)) throw new OAuthStateInvalid()
-        const flow = await take(flowKey(state), StoredFlowSchema)
-        if (flow === null || flow.provider !== provider.name) throw new OAuthStateInvalid()
         if (error !== undefined) throw new OAuthFailed(refusal(provider, error))
 
         const queryStart = request.url.indexOf('?')

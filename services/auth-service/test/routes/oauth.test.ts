@@ -100,6 +100,9 @@ async function start(
   expect(response.headers['cache-control']).toBe('no-store')
   const url = new URL(String(response.headers.location))
   const state = url.searchParams.get('state') ?? ''
+  const flowCookie = response.cookies.find((cookie) => cookie.name === FLOW_COOKIE)
+  expect(flowCookie).toMatchObject({ httpOnly: true, sameSite: 'Lax', path: '/auth/v1/oauth' })
+  browserOf.set(state, String(flowCookie?.value))
   url.searchParams.set('login_hint', loginHint)
   return { url, state }
 }
@@ -115,8 +118,18 @@ async function authorize(
   return { ...started, callback: await driveAuthorization(started.url, redirectUri(provider)) }
 }
 
-const callback = (url: URL, target: FastifyInstance = app) =>
-  target.inject({ method: 'GET', url: `${url.pathname}${url.search}` })
+/** The browser that started each flow, by state: its flow cookie goes back with the callback. */
+const browserOf = new Map<string, string>()
+const FLOW_COOKIE = 'platform_oauth_flow'
+
+const callback = (url: URL, target: FastifyInstance = app) => {
+  const binding = browserOf.get(url.searchParams.get('state') ?? '')
+  return target.inject({
+    method: 'GET',
+    url: `${url.pathname}${url.search}`,
+    ...(binding === undefined ? {} : { cookies: { [FLOW_COOKIE]: binding } }),
+  })
+}
 
 async function signIn(provider: string, loginHint: string, returnTo?: string) {
   const { callback: url } = await authorize(provider, loginHint, returnTo)
@@ -396,7 +409,7 @@ describe('account linking', () => {
     expect(identities.map((entry) => entry.provider).sort()).toEqual(['corp', 'github'])
   })
 
-  it('takes over an unverified password account: password, MFA and sessions end', async () => {
+  it('takes over an unverified password account: its password and sessions end', async () => {
     const email = 'squatted@example.com'
     const password = 'attacker password'
     await register(email, password)
@@ -404,20 +417,6 @@ describe('account linking', () => {
     expect(login.statusCode, login.body).toBe(200)
     const squatter = login.json()
     const bearer = { authorization: `Bearer ${squatter.accessToken}` }
-    // The squatter even turns on MFA, which would lock the real owner out.
-    const setup = await app.inject({
-      method: 'POST',
-      url: '/auth/v1/mfa/totp/setup',
-      headers: bearer,
-    })
-    expect(setup.statusCode, setup.body).toBe(200)
-    const enable = await app.inject({
-      method: 'POST',
-      url: '/auth/v1/mfa/totp/enable',
-      headers: bearer,
-      payload: { code: totpCode(setup.json().secret) },
-    })
-    expect(enable.statusCode, enable.body).toBe(200)
     const account = await userByEmail(email)
     const person = newAccount({ email })
     const before = await snapshot()
@@ -429,7 +428,6 @@ describe('account linking', () => {
 
     const claimed = await userByEmail(email)
     expect(claimed).toMatchObject({ _id: account._id, emailVerified: true, passwordHash: null })
-    expect(claimed.mfa).toMatchObject({ enabled: false, sealedSecret: null, backupCodeHashes: [] })
     expect(
       await app.identity.models.identities
         .findOne({ provider: 'corp', subject: person.sub })
@@ -456,9 +454,39 @@ describe('account linking', () => {
       'event.target.id': account._id,
     })
     expect(event?.event).toMatchObject({
-      before: { emailVerified: false, hasPassword: true, mfaEnabled: true },
+      before: { emailVerified: false, hasPassword: true, mfaEnabled: false },
       after: { emailVerified: true, hasPassword: false, mfaEnabled: false, revokedSessions: 1 },
     })
+  })
+
+  it('never claims an account with MFA on: the provider sign-in still needs its second factor', async () => {
+    const email = 'guarded@example.com'
+    const password = 'owner password'
+    await register(email, password)
+    const login = await passwordLogin(email, password)
+    const bearer = { authorization: `Bearer ${login.json().accessToken}` }
+    const setup = await app.inject({
+      method: 'POST',
+      url: '/auth/v1/mfa/totp/setup',
+      headers: bearer,
+    })
+    const enable = await app.inject({
+      method: 'POST',
+      url: '/auth/v1/mfa/totp/enable',
+      headers: bearer,
+      payload: { code: totpCode(setup.json().secret) },
+    })
+    expect(enable.statusCode, enable.body).toBe(200)
+    const account = await userByEmail(email)
+
+    const response = await signIn('corp', newAccount({ email }).sub)
+    expect(response.statusCode, response.body).toBe(302)
+    expect(String(response.headers.location)).toMatch(/\/login\/mfa\?ticket=/)
+    expect(refreshCookie(response)).toBeUndefined()
+    const after = await userByEmail(email)
+    expect(after).toMatchObject({ passwordHash: account.passwordHash, emailVerified: false })
+    expect(after.mfa.enabled).toBe(true)
+    expect(await app.identity.sessions.listLive(account._id)).toHaveLength(1)
   })
 })
 
@@ -507,6 +535,25 @@ describe('refused callbacks', () => {
       expect(response.json().code).toBe('AUTH_OAUTH_STATE_INVALID')
     }
     expect(await snapshot()).toEqual(before)
+  })
+
+  it('refuses a callback from a browser that did not start the sign-in (login CSRF)', async () => {
+    const person = newAccount()
+    const { state, callback: url } = await authorize('corp', person.sub)
+    const before = await snapshot()
+    // The attacker's callback URL, opened in the victim's browser: no flow cookie, or the
+    // victim's own from a sign-in of theirs.
+    const lured = await app.inject({
+      method: 'GET',
+      url: `${url.pathname}${url.search}`,
+      cookies: { [FLOW_COOKIE]: 'victims-own-flow-cookie-value-0123456789' },
+    })
+    expect(lured.statusCode, lured.body).toBe(400)
+    expect(lured.json().code).toBe('AUTH_OAUTH_STATE_INVALID')
+    expect(refreshCookie(lured)).toBeUndefined()
+    await expectOnlyFlowConsumed(before, state)
+    const bare = await app.inject({ method: 'GET', url: `${url.pathname}${url.search}` })
+    expect(bare.statusCode, bare.body).toBe(400)
   })
 
   it('accepts a state once', async () => {
