@@ -10,11 +10,15 @@ export interface LoginLimiterOptions {
 }
 
 export interface LoginLimiter {
-  /** The limit a new attempt would break, or null when it may go ahead. */
-  blocked(ip: string, email: string): Promise<LimitExceeded | null>
-  recordFailure(ip: string, email: string): Promise<void>
-  /** A successful sign-in clears the account's count (not the IP's: one IP may try many accounts). */
-  clearAccount(email: string): Promise<void>
+  /**
+   * Counts an attempt before it is checked, so parallel attempts cannot all slip under the limit;
+   * answers the limit it breaks (the attempt must then be refused), or null.
+   */
+  reserve(ip: string, email: string): Promise<LimitExceeded | null>
+  /** The attempt succeeded: the account's count is cleared, the IP's gets its attempt back. */
+  succeeded(ip: string, email: string): Promise<void>
+  /** The attempt was neither a success nor a failure (a code still to come): it is given back. */
+  release(ip: string, email: string): Promise<void>
 }
 
 // The account key is a hash of the normalized email, counted for unknown emails too, so the
@@ -22,63 +26,63 @@ export interface LoginLimiter {
 const accountKey = (email: string) => `auth:login-failures:account:${hashToken(email)}`
 const ipKey = (ip: string) => `auth:login-failures:ip:${ip}`
 
-/** Failed sign-ins counted per account and per client IP in fixed windows (Redis). */
+// Both counters go up together, each window starting at its first attempt.
+const RESERVE_SCRIPT = `
+local results = {}
+for i, key in ipairs(KEYS) do
+  local count = redis.call('INCR', key)
+  if count == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+  results[#results + 1] = count
+  results[#results + 1] = redis.call('PTTL', key)
+end
+return results`
+
+// Gives an attempt back without leaving a zero counter behind.
+const RELEASE_SCRIPT = `
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 and redis.call('DECR', key) <= 0 then redis.call('DEL', key) end
+end
+return 0`
+
+/** Sign-in attempts counted per account and per client IP in fixed windows (Redis). */
 export function createLoginLimiter(options: LoginLimiterOptions): LoginLimiter {
   const windowMs = options.windowSeconds * 1000
 
-  function exceeded(
-    scope: 'account' | 'ip',
-    count: string | null,
-    ttlMs: number,
-    limit: number,
-  ): LimitExceeded | null {
-    const used = Number(count ?? 0)
+  /** `count` includes the attempt being made; `used` in the answer is the attempts before it. */
+  function exceeded(scope: 'account' | 'ip', count: number, ttlMs: number, limit: number) {
+    const used = count - 1
     if (used < limit) return null
     const resetMs = Date.now() + (ttlMs > 0 ? ttlMs : windowMs)
-    return {
+    const refusal: LimitExceeded = {
       limitName: 'loginAttempts',
       scope,
       limit,
       used,
       resetAt: new Date(resetMs).toISOString(),
     }
+    return refusal
   }
 
   return {
-    async blocked(ip, email) {
-      const results = await options.redis
-        .multi()
-        .get(accountKey(email))
-        .pttl(accountKey(email))
-        .get(ipKey(ip))
-        .pttl(ipKey(ip))
-        .exec()
-      if (results === null) throw new Error('login limiter transaction was aborted')
-      const [account, accountTtl, perIp, ipTtl] = results.map(([error, value]) => {
-        if (error !== null) throw error
-        return value
-      })
+    async reserve(ip, email) {
+      const [account, accountTtl, perIp, ipTtl] = (await options.redis.eval(
+        RESERVE_SCRIPT,
+        2,
+        accountKey(email),
+        ipKey(ip),
+        windowMs,
+      )) as number[]
       return (
-        exceeded(
-          'account',
-          account as string | null,
-          accountTtl as number,
-          options.maxPerAccount,
-        ) ?? exceeded('ip', perIp as string | null, ipTtl as number, options.maxPerIp)
+        exceeded('account', account ?? 0, accountTtl ?? 0, options.maxPerAccount) ??
+        exceeded('ip', perIp ?? 0, ipTtl ?? 0, options.maxPerIp)
       )
     },
-    async recordFailure(ip, email) {
-      const results = await options.redis
-        .multi()
-        .incr(accountKey(email))
-        .pexpire(accountKey(email), windowMs, 'NX')
-        .incr(ipKey(ip))
-        .pexpire(ipKey(ip), windowMs, 'NX')
-        .exec()
-      for (const [error] of results ?? []) if (error !== null) throw error
-    },
-    async clearAccount(email) {
+    async succeeded(ip, email) {
       await options.redis.del(accountKey(email))
+      await options.redis.eval(RELEASE_SCRIPT, 1, ipKey(ip))
+    },
+    async release(ip, email) {
+      await options.redis.eval(RELEASE_SCRIPT, 2, accountKey(email), ipKey(ip))
     },
   }
 }

@@ -277,17 +277,14 @@ export function createSessionStore(options: SessionStoreOptions): SessionStore {
       if (!isLive(session, at)) throw new RefreshRejected('revoked')
 
       if (record.status === 'current') {
+        // Slow work (asking the workspace-service) happens before the claim, so a tab racing
+        // this one never waits on it for the pair it is owed.
+        const sessionChanges = changes === undefined ? {} : await changes(session)
         const claimed = await refreshTokens.updateOne(
           { _id: tokenHash, status: 'current' },
-          { status: 'rotated', rotatedAt: at },
+          { status: 'rotated', rotatedAt: now() },
         )
-        if (claimed.modifiedCount === 1)
-          return rotate(
-            tokenHash,
-            session,
-            build,
-            changes === undefined ? {} : await changes(session),
-          )
+        if (claimed.modifiedCount === 1) return rotate(tokenHash, session, build, sessionChanges)
       }
       // Rotated already, by an earlier call or by one racing this one.
       const rotatedAt = record.rotatedAt ?? at

@@ -28,6 +28,7 @@ import {
 } from '../errors.js'
 import { clientOf } from '../lib/client-context.js'
 import { InvalidEmailError, normalizeEmail } from '../lib/email.js'
+import { withSessionStore } from '../lib/redis-guard.js'
 import { refreshCookieOptions, writeRefreshCookie } from '../lib/refresh-cookie.js'
 import { consumeSecondFactor } from '../lib/second-factor.js'
 import { RefreshRejected, type SessionDocument } from '../lib/sessions.js'
@@ -73,17 +74,6 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
   const cookieOptions = refreshCookieOptions(options.secureCookie)
   const setRefreshCookie = (reply: FastifyReply, refreshToken: string, session: SessionDocument) =>
     writeRefreshCookie(reply, refreshToken, session.expiresAt, options.secureCookie)
-
-  /** Redis is needed for limits and revocations; without it sign-in fails closed. */
-  async function withSessionStore<T>(work: () => Promise<T>): Promise<T> {
-    try {
-      return await work()
-    } catch (error) {
-      if (isRedisUnavailable(error))
-        throw new DependencyUnavailable('The session store', { cause: error })
-      throw error
-    }
-  }
 
   app.post(
     '/register',
@@ -149,13 +139,13 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
         email = request.body.email.trim().toLowerCase()
         normalized = false
       }
-      const blocked = await withSessionStore(() => loginLimiter.blocked(client.ip, email))
+      const blocked = await withSessionStore(() => loginLimiter.reserve(client.ip, email))
       if (blocked !== null) throw loginRateLimited(blocked)
 
       const user = normalized ? await models.users.findOne({ email }).lean() : null
       const passwordMatches = await passwords.verify(user?.passwordHash ?? null, password)
+      // The attempt was counted when it was reserved; a failure only leaves it counted.
       const fail = async (reason: string) => {
-        await withSessionStore(() => loginLimiter.recordFailure(client.ip, email))
         await audit.record({
           action: 'auth.login.failed',
           actor: { type: 'anonymous', id: null },
@@ -169,14 +159,17 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
         throw new InvalidCredentials()
       }
       if (user.mfa.enabled) {
-        if (code === undefined) throw new MfaRequired()
+        if (code === undefined) {
+          await withSessionStore(() => loginLimiter.release(client.ip, email))
+          throw new MfaRequired()
+        }
         const factor = await consumeSecondFactor(models.users, totp, user, code)
         if (factor === null) {
           await fail('wrong-mfa-code')
           throw new MfaInvalid()
         }
       }
-      await withSessionStore(() => loginLimiter.clearAccount(email))
+      await withSessionStore(() => loginLimiter.succeeded(client.ip, email))
       if (user.passwordHash !== null && passwords.needsRehash(user.passwordHash))
         await models.users.updateOne(
           { _id: user._id },
@@ -355,16 +348,5 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
         memberships: memberships.items,
       }
     },
-  )
-}
-
-/** ioredis' failures while Redis is away (connection closed, retries used up, timeouts). */
-export function isRedisUnavailable(error: unknown): boolean {
-  if (!(error instanceof Error)) return false
-  return (
-    error.name === 'MaxRetriesPerRequestError' ||
-    /Connection is closed|ECONNREFUSED|ETIMEDOUT|Stream isn't writeable|enableOfflineQueue/.test(
-      error.message,
-    )
   )
 }

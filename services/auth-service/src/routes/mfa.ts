@@ -4,6 +4,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { loginRateLimited, MfaConflict, MfaInvalid, SessionRevoked } from '../errors.js'
 import { clientOf } from '../lib/client-context.js'
+import { withSessionStore } from '../lib/redis-guard.js'
 import { consumeSecondFactor } from '../lib/second-factor.js'
 import { userOf } from '../plugins/authenticate.js'
 
@@ -39,12 +40,12 @@ export const mfaRoutes: FastifyPluginAsyncZod = async (app) => {
     check: () => Promise<Accepted | null>,
   ): Promise<Accepted> {
     const { ip } = clientOf(request)
-    const blocked = await loginLimiter.blocked(ip, email)
+    const blocked = await withSessionStore(() => loginLimiter.reserve(ip, email))
     if (blocked !== null) throw loginRateLimited(blocked)
     const accepted = await check()
-    if (accepted !== null) return accepted
-    await loginLimiter.recordFailure(ip, email)
-    throw new MfaInvalid()
+    if (accepted === null) throw new MfaInvalid()
+    await withSessionStore(() => loginLimiter.release(ip, email))
+    return accepted
   }
 
   app.post(

@@ -26,11 +26,11 @@ import {
   type OAuthProfile,
   type OAuthProvider,
 } from '../lib/oauth-providers.js'
+import { isRedisUnavailable, withSessionStore } from '../lib/redis-guard.js'
 import { writeRefreshCookie } from '../lib/refresh-cookie.js'
 import { consumeSecondFactor } from '../lib/second-factor.js'
 import { type ClientContext, createSignIn } from '../lib/sign-in.js'
 import { isDuplicateKeyError, type UserDocument } from '../lib/users.js'
-import { isRedisUnavailable } from './auth.js'
 
 /** How long a started sign-in may take at the provider. */
 const FLOW_TTL_SECONDS = 10 * 60
@@ -139,20 +139,9 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
     return provider
   }
 
-  /** Redis holds the flow state; without it no sign-in can be checked, so it fails closed. */
-  async function withRedis<T>(work: () => Promise<T>): Promise<T> {
-    try {
-      return await work()
-    } catch (error) {
-      if (isRedisUnavailable(error))
-        throw new DependencyUnavailable('The session store', { cause: error })
-      throw error
-    }
-  }
-
   /** Reads and deletes in one step, so two requests can never both use the same key. */
   async function take<T extends z.ZodType>(key: string, schema: T): Promise<z.infer<T> | null> {
-    const raw = await withRedis(() => app.redis.getdel(key))
+    const raw = await withSessionStore(() => app.redis.getdel(key))
     if (raw === null) return null
     let value: unknown
     try {
@@ -424,7 +413,7 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
         nonce: flow.nonce,
         returnTo: safeReturnTo(request.query.returnTo),
       }
-      await withRedis(() =>
+      await withSessionStore(() =>
         app.redis.set(flowKey(flow.state), JSON.stringify(stored), 'EX', FLOW_TTL_SECONDS),
       )
       // SameSite=Lax: the provider's redirect back is a top-level navigation, which carries it.
@@ -478,7 +467,7 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
             ip: client.ip,
             userAgent: client.userAgent,
           }
-          await withRedis(() =>
+          await withSessionStore(() =>
             app.redis.set(
               mfaTicketKey(ticket),
               JSON.stringify(pending),
@@ -516,15 +505,14 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
       const user = await models.users.findById(pending.userId).lean()
       if (user === null) throw new OAuthStateInvalid()
 
-      const blocked = await withRedis(() => loginLimiter.blocked(client.ip, user.email))
+      const blocked = await withSessionStore(() => loginLimiter.reserve(client.ip, user.email))
       if (blocked !== null) throw loginRateLimited(blocked)
       const factor = await consumeSecondFactor(models.users, totp, user, request.body.code)
       if (factor === null) {
-        await withRedis(() => loginLimiter.recordFailure(client.ip, user.email))
         await recordFailure(request, pending.provider, user._id, new MfaInvalid())
         throw new MfaInvalid()
       }
-      await withRedis(() => loginLimiter.clearAccount(user.email))
+      await withSessionStore(() => loginLimiter.succeeded(client.ip, user.email))
       const pair = await completeSignIn(request, reply, user, pending.provider, factor, {
         // Where the provider's callback came from, in case it differs from this request.
         callbackIp: pending.ip,

@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { SessionNotFound } from '../errors.js'
 import { clientOf } from '../lib/client-context.js'
+import { withSessionStore } from '../lib/redis-guard.js'
 import { userOf } from '../plugins/authenticate.js'
 
 const SessionSchema = z.object({
@@ -61,7 +62,7 @@ export const sessionRoutes: FastifyPluginAsyncZod = async (app) => {
       // Someone else's session is as unknown as one that never existed.
       if (session === null || session.userId !== claims.sub)
         throw new SessionNotFound(request.params.id)
-      if (await sessions.revoke(session._id))
+      if (await withSessionStore(() => sessions.revoke(session._id)))
         await audit.record({
           action: 'auth.session.revoked',
           actor: { type: 'user', id: claims.sub },

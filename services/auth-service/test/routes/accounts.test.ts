@@ -300,6 +300,20 @@ describe('accounts and password sign-in', () => {
       expect(blocked.json()).toMatchObject({ code: 'AUTH_RATE_LIMITED', scope: 'account' })
     })
 
+    it('lets no more guesses through when they arrive all at once', async () => {
+      const user = await register(app)
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          login(app, { email: user.email, password: 'guess!!!' }, from(nextIp())),
+        ),
+      )
+      const statuses = answers.map((answer) => answer.statusCode).sort()
+      // Each attempt is counted before its password is checked, so only the limit's worth of
+      // parallel guesses reach Argon2.
+      expect(statuses.filter((status) => status === 401)).toHaveLength(3)
+      expect(statuses.filter((status) => status === 429)).toHaveLength(17)
+    })
+
     it('resets the account count on a successful sign-in', async () => {
       const user = await register(app)
       const wrong = () => login(app, { email: user.email, password: 'wrong!!!' }, from(nextIp()))
