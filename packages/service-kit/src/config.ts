@@ -42,6 +42,14 @@ export const optionalEnv = <T extends z.ZodType>(schema: T) =>
 export const portEnv = (fallback: number) =>
   z.preprocess(unsetWhenEmpty, z.coerce.number().int().min(1).max(65_535).default(fallback))
 
+/** A positive whole number (a count, a duration) with a default. */
+export const positiveIntEnv = (fallback: number) =>
+  z.preprocess(unsetWhenEmpty, z.coerce.number().int().positive().default(fallback))
+
+/** A string with a default. */
+export const stringEnv = (fallback: string) =>
+  z.preprocess(unsetWhenEmpty, z.string().default(fallback))
+
 export const booleanEnv = (fallback: boolean) =>
   z.preprocess(
     unsetWhenEmpty,

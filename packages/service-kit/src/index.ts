@@ -8,19 +8,22 @@ export {
   optionalEnv,
   parseConfig,
   portEnv,
+  positiveIntEnv,
   redisUrlEnv,
   secretEnv,
+  stringEnv,
 } from './config.js'
 export { createServiceApp, type ServiceApp, type ServiceAppOptions } from './create-app.js'
 export { REDACTED_LOG_PATHS } from './logger.js'
 export {
   type ErrorHandlerOptions,
   errorHandlerPlugin,
+  errorResponses,
   type LimitExceeded,
 } from './plugins/error-handler.js'
 export { healthPlugin, type Readiness, type ReadinessCheck } from './plugins/health.js'
 export { metricsPlugin } from './plugins/metrics.js'
-export { type MongoOptions, mongoPlugin } from './plugins/mongo.js'
+export { isDuplicateKeyError, type MongoOptions, mongoPlugin } from './plugins/mongo.js'
 export { type RedisOptions, redisPlugin } from './plugins/redis.js'
 export { type RunServerOptions, runServer } from './run-server.js'
 export {

@@ -5,6 +5,7 @@ import {
   optionalEnv,
   parseConfig,
   portEnv,
+  positiveIntEnv,
   redisUrlEnv,
 } from '@platform/service-kit'
 import { z } from 'zod'
@@ -19,7 +20,7 @@ const ConfigSchema = z.object({
   WORKSPACE_SERVICE_URL: optionalEnv(httpUrlEnv),
   CODE_RUNTIME_URL: optionalEnv(httpUrlEnv),
   /** How long an upstream may take to start answering before the gateway gives up (ms). */
-  UPSTREAM_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000),
+  UPSTREAM_TIMEOUT_MS: positiveIntEnv(30_000),
 })
 
 export type GatewayConfig = z.infer<typeof ConfigSchema>

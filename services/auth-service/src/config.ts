@@ -5,16 +5,12 @@ import {
   optionalEnv,
   parseConfig,
   portEnv,
+  positiveIntEnv,
   redisUrlEnv,
   secretEnv,
+  stringEnv,
 } from '@platform/service-kit'
 import { z } from 'zod'
-
-const unsetWhenEmpty = (value: unknown) => (value === '' ? undefined : value)
-
-/** A positive integer variable with a default (seconds, counts). */
-const positiveIntEnv = (fallback: number) =>
-  z.preprocess(unsetWhenEmpty, z.coerce.number().int().positive().default(fallback))
 
 /** A JSON array variable, parsed and checked by `schema`. */
 const jsonEnv = <T extends z.ZodType>(schema: T) =>
@@ -64,7 +60,7 @@ const ConfigSchema = z
      * Addresses (IPs or CIDRs, comma-separated) whose `X-Forwarded-For` is believed: the
      * gateway's hop. Anyone else's is ignored.
      */
-    TRUSTED_PROXIES: z.preprocess(unsetWhenEmpty, z.string().default('127.0.0.1,::1')),
+    TRUSTED_PROXIES: stringEnv('127.0.0.1,::1'),
     ACCESS_TOKEN_TTL_SECONDS: positiveIntEnv(15 * 60),
     SERVICE_TOKEN_TTL_SECONDS: positiveIntEnv(5 * 60),
     /** A session ends this long after its last refresh. */

@@ -1,10 +1,11 @@
 import { STATUS_CODES } from 'node:http'
 import createError from '@fastify/error'
-import type {
-  ErrorDetail,
-  ErrorResponse,
-  LimitErrorResponse,
-  ServiceErrorPrefix,
+import {
+  type ErrorDetail,
+  type ErrorResponse,
+  ErrorResponseSchema,
+  type LimitErrorResponse,
+  type ServiceErrorPrefix,
 } from '@platform/shared-types'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -16,6 +17,10 @@ import {
 export interface ErrorHandlerOptions {
   prefix: ServiceErrorPrefix
 }
+
+/** The response schemas of a route's error statuses: the one error shape for each. */
+export const errorResponses = (...statusCodes: number[]) =>
+  Object.fromEntries(statusCodes.map((statusCode) => [statusCode, ErrorResponseSchema]))
 
 /** What a coded 429 error carries under `limit` so its body says which limit refused it. */
 export type LimitExceeded = Pick<

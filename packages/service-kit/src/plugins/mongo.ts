@@ -28,6 +28,10 @@ async function mongo(app: FastifyInstance, options: MongoOptions) {
   })
 }
 
+/** Whether a write failed on a unique index (E11000): the value is taken, often by a racing write. */
+export const isDuplicateKeyError = (error: unknown) =>
+  typeof error === 'object' && error !== null && (error as { code?: unknown }).code === 11000
+
 export const mongoPlugin = fp(mongo, { name: 'mongo', fastify: '5.x', dependencies: ['health'] })
 
 declare module 'fastify' {

@@ -172,11 +172,14 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     schema: Schema,
     cache: VerifiedTokenCache<z.infer<Schema>>,
   ): Promise<z.infer<Schema>> {
-    const key = tokenHash(token)
-    // The entry's expiry already includes the clock tolerance; subtracting it again would serve
-    // a token for a whole tolerance longer than jwtVerify accepts it.
-    const cached = cache.get(key, Date.now())
-    if (cached !== undefined) return cached
+    // Without a cache there is nothing to look the token up by, so it is not hashed.
+    const key = capacity === 0 ? null : tokenHash(token)
+    if (key !== null) {
+      // The entry's expiry already includes the clock tolerance; subtracting it again would
+      // serve a token for a whole tolerance longer than jwtVerify accepts it.
+      const cached = cache.get(key, Date.now())
+      if (cached !== undefined) return cached
+    }
     let payload: unknown
     try {
       const verified = await jwtVerify(token, getKey, {
@@ -196,7 +199,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       throw new TokenRejectedError('bad-claims', 'The token claims are not valid', {
         cause: parsed.error,
       })
-    cache.set(key, parsed.data, parsed.data.exp * 1000 + clockTolerance * 1000)
+    if (key !== null) cache.set(key, parsed.data, parsed.data.exp * 1000 + clockTolerance * 1000)
     return parsed.data
   }
 

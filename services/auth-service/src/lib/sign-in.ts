@@ -1,4 +1,4 @@
-import type { TokenPairResponse } from '@platform/shared-types'
+import type { Membership, TokenPairResponse } from '@platform/shared-types'
 import type { FastifyBaseLogger } from 'fastify'
 import { DependencyUnavailable, NotAMember } from '../errors.js'
 import type { Identity } from '../plugins/identity.js'
@@ -12,12 +12,19 @@ export interface ClientContext {
   userAgent: string | null
 }
 
+const scopeOf = (membership: Membership): SessionScope => ({
+  tenantId: membership.tenantId,
+  workspaceId: membership.workspaceId,
+  role: membership.role,
+  workspaceName: membership.name,
+})
+
 /**
  * The steps every way of signing in shares: choose the workspace the tokens speak for, open a
  * session, and answer with a token pair.
  */
 export function createSignIn(identity: Identity, log: FastifyBaseLogger) {
-  const { models, sessions, tokens, workspaces } = identity
+  const { models, sessions, tokens, workspaces, audit } = identity
 
   /** The requested workspace, which must be one of the user's, or else the one used last. */
   async function chooseScope(
@@ -34,12 +41,7 @@ export function createSignIn(identity: Identity, log: FastifyBaseLogger) {
         throw error
       }
       if (membership === null) throw new NotAMember(workspaceId)
-      return {
-        tenantId: membership.tenantId,
-        workspaceId: membership.workspaceId,
-        role: membership.role,
-        workspaceName: membership.name,
-      }
+      return scopeOf(membership)
     }
     let answer: Awaited<ReturnType<typeof workspaces.memberships>>
     try {
@@ -54,13 +56,7 @@ export function createSignIn(identity: Identity, log: FastifyBaseLogger) {
       preferred
         .map((id) => answer.items.find((membership) => membership.workspaceId === id))
         .find((membership) => membership !== undefined) ?? answer.items[0]
-    if (chosen === undefined) return null
-    return {
-      tenantId: chosen.tenantId,
-      workspaceId: chosen.workspaceId,
-      role: chosen.role,
-      workspaceName: chosen.name,
-    }
+    return chosen === undefined ? null : scopeOf(chosen)
   }
 
   /**
@@ -72,12 +68,7 @@ export function createSignIn(identity: Identity, log: FastifyBaseLogger) {
     try {
       const membership = await workspaces.membership(session.userId, session.scope.workspaceId)
       if (membership === null) return null
-      return {
-        tenantId: membership.tenantId,
-        workspaceId: membership.workspaceId,
-        role: membership.role,
-        workspaceName: membership.name,
-      }
+      return scopeOf(membership)
     } catch (error) {
       log.warn({ err: error, sessionId: session._id }, 'membership unavailable; keeping scope')
       return session.scope
@@ -106,11 +97,13 @@ export function createSignIn(identity: Identity, log: FastifyBaseLogger) {
             },
     })
 
+  /** Opens the session, answers its pair, and records the sign-in with `auditDetails`. */
   async function openSession(
     user: UserDocument,
     scope: SessionScope | null,
     method: string,
     client: ClientContext,
+    auditDetails: Record<string, unknown>,
   ): Promise<{ pair: TokenPairResponse; session: SessionDocument }> {
     const { session, refreshToken } = await sessions.create({
       userId: user._id,
@@ -120,7 +113,17 @@ export function createSignIn(identity: Identity, log: FastifyBaseLogger) {
       userAgent: client.userAgent,
     })
     await rememberWorkspace(user, scope)
-    return { pair: await pairFor(user)(session, refreshToken), session }
+    const pair = await pairFor(user)(session, refreshToken)
+    await audit.record({
+      action: 'auth.login.succeeded',
+      actor: { type: 'user', id: user._id },
+      target: { type: 'session', id: session._id },
+      tenantId: scope?.tenantId ?? null,
+      workspaceId: scope?.workspaceId ?? null,
+      after: { method, ...auditDetails },
+      ...client,
+    })
+    return { pair, session }
   }
 
   return { chooseScope, currentScope, openSession, pairFor, rememberWorkspace }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { isDuplicateKeyError } from '@platform/service-kit'
 import { TOKEN_SIGNING_ALGORITHM } from '@platform/shared-types'
 import type { Redis } from 'ioredis'
 import {
@@ -96,9 +97,6 @@ const RELEASE_LOCK_SCRIPT =
   "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 const DUE_LOCK_KEY = 'auth:signing-keys:rotation-lock'
 
-const isDuplicateKey = (error: unknown) =>
-  typeof error === 'object' && error !== null && (error as { code?: unknown }).code === 11000
-
 /**
  * Ed25519 signing keys in MongoDB, private halves sealed with `AUTH_KEY_ENCRYPTION_KEY`. Every
  * replica reads the same keys; rotations are transactions guarded by unique indexes, so two
@@ -157,7 +155,7 @@ export function createSigningKeyStore(options: SigningKeyStoreOptions): SigningK
         await model.create(await newKeyDocument('active'))
       } catch (error) {
         // Another replica made the first key at the same moment; use that one.
-        if (!isDuplicateKey(error)) throw error
+        if (!isDuplicateKeyError(error)) throw error
       }
       documents = await model
         .find({ $or: [{ status: { $in: ['active', 'next'] } }, { unpublishAt: { $gt: at } }] })
@@ -294,7 +292,7 @@ export function createSigningKeyStore(options: SigningKeyStoreOptions): SigningK
           try {
             await model.create(await newKeyDocument('next'))
           } catch (error) {
-            if (!isDuplicateKey(error)) throw error
+            if (!isDuplicateKeyError(error)) throw error
           }
           await fresh(true)
         }

@@ -14,6 +14,16 @@ interface MfaState {
   backupCodeHashes: string[]
 }
 
+/** MFA off, with nothing pending and nothing left of an earlier secret. */
+export const NO_MFA: MfaState = {
+  enabled: false,
+  sealedSecret: null,
+  pendingSealedSecret: null,
+  pendingCreatedAt: null,
+  lastUsedStep: null,
+  backupCodeHashes: [],
+}
+
 export interface UserDocument {
   _id: string
   email: string
@@ -98,6 +108,3 @@ export const internalUser = (user: UserDocument): InternalUser => ({
   email: user.email,
   name: user.name,
 })
-
-export const isDuplicateKeyError = (error: unknown) =>
-  typeof error === 'object' && error !== null && (error as { code?: unknown }).code === 11000

@@ -36,13 +36,17 @@ async function authenticate(app: FastifyInstance) {
   app.decorateRequest('user', null)
   app.decorateRequest('caller', null)
 
-  const requireUser: preHandlerAsyncHookHandler = async (request) => {
+  const authenticateUser = async (request: FastifyRequest) => {
     const token = presentedToken(request)
     try {
       request.user = await app.identity.verifier.verifyPlatformToken(token)
     } catch (error) {
       throw refusal(error)
     }
+    return request.user
+  }
+  const requireUser: preHandlerAsyncHookHandler = async (request) => {
+    await authenticateUser(request)
   }
 
   const requireService =
@@ -60,6 +64,7 @@ async function authenticate(app: FastifyInstance) {
       request.caller = claims
     }
 
+  app.decorate('authenticateUser', authenticateUser)
   app.decorate('requireUser', requireUser)
   app.decorate('requireService', requireService)
 }
@@ -72,6 +77,8 @@ export const authenticatePlugin = fp(authenticate, {
 
 declare module 'fastify' {
   interface FastifyInstance {
+    /** Verifies the request's bearer token as `requireUser` does, for routes where it is optional. */
+    authenticateUser: (request: FastifyRequest) => Promise<PlatformTokenClaims>
     requireUser: preHandlerAsyncHookHandler
     requireService: (...allowed: ServiceName[]) => preHandlerAsyncHookHandler
   }

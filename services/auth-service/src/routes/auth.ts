@@ -1,5 +1,5 @@
+import { errorResponses, isDuplicateKeyError } from '@platform/service-kit'
 import {
-  ErrorResponseSchema,
   LimitErrorResponseSchema,
   LoginRequestSchema,
   MembershipSchema,
@@ -33,7 +33,7 @@ import { refreshCookieOptions, writeRefreshCookie } from '../lib/refresh-cookie.
 import { consumeSecondFactor } from '../lib/second-factor.js'
 import { RefreshRejected, type SessionDocument } from '../lib/sessions.js'
 import { createSignIn } from '../lib/sign-in.js'
-import { isDuplicateKeyError, publicUser, type UserDocument } from '../lib/users.js'
+import { publicUser, type UserDocument } from '../lib/users.js'
 import { userOf } from '../plugins/authenticate.js'
 
 const RegisterBodySchema = z.strictObject({
@@ -57,9 +57,6 @@ const MeResponseSchema = z.object({
   memberships: z.array(MembershipSchema),
 })
 
-const errors = (...codes: number[]) =>
-  Object.fromEntries(codes.map((code) => [code, ErrorResponseSchema]))
-
 export interface AuthRoutesOptions {
   /** `Secure` on the refresh cookie: the public URL is https. */
   secureCookie: boolean
@@ -80,7 +77,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
     {
       schema: {
         body: RegisterBodySchema,
-        response: { 201: z.object({ user: UserSchema }), ...errors(400, 409) },
+        response: { 201: z.object({ user: UserSchema }), ...errorResponses(400, 409) },
       },
     },
     async (request, reply) => {
@@ -120,7 +117,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
         body: LoginRequestSchema,
         response: {
           200: TokenPairResponseSchema,
-          ...errors(400, 401, 403, 503),
+          ...errorResponses(400, 401, 403, 503),
           429: LimitErrorResponseSchema,
         },
       },
@@ -177,15 +174,8 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
         )
 
       const scope = await signIn.chooseScope(user, workspaceId)
-      const { pair, session } = await signIn.openSession(user, scope, 'password', client)
-      await audit.record({
-        action: 'auth.login.succeeded',
-        actor: { type: 'user', id: user._id },
-        target: { type: 'session', id: session._id },
-        tenantId: scope?.tenantId ?? null,
-        workspaceId: scope?.workspaceId ?? null,
-        after: { method: 'password', mfa: user.mfa.enabled },
-        ...client,
+      const { pair, session } = await signIn.openSession(user, scope, 'password', client, {
+        mfa: user.mfa.enabled,
       })
       setRefreshCookie(reply, pair.refreshToken, session)
       return pair
@@ -198,7 +188,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
       schema: {
         // A browser posts with the cookie and no body at all.
         body: RefreshRequestSchema.nullish(),
-        response: { 200: TokenPairResponseSchema, ...errors(400, 401, 503) },
+        response: { 200: TokenPairResponseSchema, ...errorResponses(400, 401, 503) },
       },
     },
     async (request, reply) => {
@@ -244,7 +234,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
       preHandler: app.requireUser,
       schema: {
         body: SwitchBodySchema,
-        response: { 200: TokenPairResponseSchema, ...errors(400, 401, 403, 503) },
+        response: { 200: TokenPairResponseSchema, ...errorResponses(400, 401, 403, 503) },
       },
     },
     async (request, reply) => {
@@ -275,7 +265,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
     {
       schema: {
         body: RefreshRequestSchema.nullish(),
-        response: { 204: z.null(), ...errors(400, 401, 503) },
+        response: { 204: z.null(), ...errorResponses(400, 401, 503) },
       },
     },
     async (request, reply) => {
@@ -306,8 +296,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
     let bearerSessionEnded = false
     if (request.headers.authorization !== undefined) {
       try {
-        await app.requireUser.call(app, request, {} as FastifyReply)
-        return userOf(request).sid
+        return (await app.authenticateUser(request)).sid
       } catch (error) {
         if (error instanceof DependencyUnavailable) throw error
         // An expired access token is no reason to keep the session; try the refresh token.
@@ -330,7 +319,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (app, 
     '/me',
     {
       preHandler: app.requireUser,
-      schema: { response: { 200: MeResponseSchema, ...errors(401, 503) } },
+      schema: { response: { 200: MeResponseSchema, ...errorResponses(401, 503) } },
     },
     async (request) => {
       const claims = userOf(request)

@@ -1,5 +1,5 @@
+import { errorResponses } from '@platform/service-kit'
 import {
-  ErrorResponseSchema,
   InternalUserSchema,
   SERVICE_SECRET_VARIABLES,
   ServiceTokenRequestSchema,
@@ -17,9 +17,6 @@ export interface InternalRoutesOptions {
   config: AuthConfig
 }
 
-const errors = (...codes: number[]) =>
-  Object.fromEntries(codes.map((code) => [code, ErrorResponseSchema]))
-
 /** Between services only, never routed by the gateway (API.md §7). */
 export const internalRoutes: FastifyPluginAsyncZod<InternalRoutesOptions> = async (
   app,
@@ -33,7 +30,7 @@ export const internalRoutes: FastifyPluginAsyncZod<InternalRoutesOptions> = asyn
     {
       schema: {
         body: ServiceTokenRequestSchema,
-        response: { 200: ServiceTokenResponseSchema, ...errors(400, 401) },
+        response: { 200: ServiceTokenResponseSchema, ...errorResponses(400, 401) },
       },
     },
     async (request) => {
@@ -53,7 +50,7 @@ export const internalRoutes: FastifyPluginAsyncZod<InternalRoutesOptions> = asyn
       preHandler: lookupCallers,
       schema: {
         querystring: z.strictObject({ email: z.string().min(1).max(320) }),
-        response: { 200: InternalUserSchema, ...errors(400, 401, 403, 404) },
+        response: { 200: InternalUserSchema, ...errorResponses(400, 401, 403, 404) },
       },
     },
     async (request) => {
@@ -76,7 +73,7 @@ export const internalRoutes: FastifyPluginAsyncZod<InternalRoutesOptions> = asyn
       preHandler: lookupCallers,
       schema: {
         params: z.object({ id: z.string().min(1).max(64) }),
-        response: { 200: InternalUserSchema, ...errors(401, 403, 404) },
+        response: { 200: InternalUserSchema, ...errorResponses(401, 403, 404) },
       },
     },
     async (request) => {
@@ -94,7 +91,7 @@ export const internalRoutes: FastifyPluginAsyncZod<InternalRoutesOptions> = asyn
       schema: {
         response: {
           200: z.object({ kid: z.string(), retiredKid: z.string().nullable() }),
-          ...errors(401, 403),
+          ...errorResponses(401, 403),
         },
       },
     },

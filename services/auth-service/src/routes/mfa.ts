@@ -1,4 +1,5 @@
-import { ErrorResponseSchema, LimitErrorResponseSchema } from '@platform/shared-types'
+import { errorResponses } from '@platform/service-kit'
+import { LimitErrorResponseSchema } from '@platform/shared-types'
 import type { FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
@@ -6,15 +7,11 @@ import { loginRateLimited, MfaConflict, MfaInvalid, SessionRevoked } from '../er
 import { clientOf } from '../lib/client-context.js'
 import { withSessionStore } from '../lib/redis-guard.js'
 import { consumeSecondFactor } from '../lib/second-factor.js'
+import { NO_MFA } from '../lib/users.js'
 import { userOf } from '../plugins/authenticate.js'
 
 const CodeBodySchema = z.strictObject({ code: z.string().trim().min(6).max(32) })
-const errors = {
-  400: ErrorResponseSchema,
-  401: ErrorResponseSchema,
-  409: ErrorResponseSchema,
-  429: LimitErrorResponseSchema,
-}
+const errors = { ...errorResponses(400, 401, 409), 429: LimitErrorResponseSchema }
 
 /** A secret waiting for its first code is good for this long. */
 const PENDING_SECRET_MS = 15 * 60_000
@@ -124,19 +121,7 @@ export const mfaRoutes: FastifyPluginAsyncZod = async (app) => {
       const factor = await checkCode(request, user.email, () =>
         consumeSecondFactor(models.users, totp, user, request.body.code),
       )
-      await models.users.updateOne(
-        { _id: user._id },
-        {
-          mfa: {
-            enabled: false,
-            sealedSecret: null,
-            pendingSealedSecret: null,
-            pendingCreatedAt: null,
-            lastUsedStep: null,
-            backupCodeHashes: [],
-          },
-        },
-      )
+      await models.users.updateOne({ _id: user._id }, { mfa: NO_MFA })
       await audit.record({
         action: 'auth.mfa.disabled',
         actor: { type: 'user', id: user._id },

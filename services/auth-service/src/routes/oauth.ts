@@ -1,8 +1,5 @@
-import {
-  ErrorResponseSchema,
-  LimitErrorResponseSchema,
-  TokenPairResponseSchema,
-} from '@platform/shared-types'
+import { errorResponses, isDuplicateKeyError } from '@platform/service-kit'
+import { LimitErrorResponseSchema, TokenPairResponseSchema } from '@platform/shared-types'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
@@ -30,7 +27,7 @@ import { isRedisUnavailable, withSessionStore } from '../lib/redis-guard.js'
 import { writeRefreshCookie } from '../lib/refresh-cookie.js'
 import { consumeSecondFactor } from '../lib/second-factor.js'
 import { type ClientContext, createSignIn } from '../lib/sign-in.js'
-import { isDuplicateKeyError, type UserDocument } from '../lib/users.js'
+import { NO_MFA, type UserDocument } from '../lib/users.js'
 
 /** How long a started sign-in may take at the provider. */
 const FLOW_TTL_SECONDS = 10 * 60
@@ -85,18 +82,6 @@ const MfaBodySchema = z.strictObject({
 })
 /** Login's answer, plus where the browser was headed when it started. */
 const MfaResponseSchema = TokenPairResponseSchema.extend({ returnTo: z.string() })
-
-const errors = (...codes: number[]) =>
-  Object.fromEntries(codes.map((code) => [code, ErrorResponseSchema]))
-
-const NO_MFA = {
-  enabled: false,
-  sealedSecret: null,
-  pendingSealedSecret: null,
-  pendingCreatedAt: null,
-  lastUsedStep: null,
-  backupCodeHashes: [],
-}
 
 export interface OAuthRoutesOptions {
   config: AuthConfig
@@ -349,15 +334,10 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
     const client = clientOf(request)
     const method = `oauth:${provider}`
     const scope = await signIn.chooseScope(user)
-    const { pair, session } = await signIn.openSession(user, scope, method, client)
-    await audit.record({
-      action: 'auth.login.succeeded',
-      actor: { type: 'user', id: user._id },
-      target: { type: 'session', id: session._id },
-      tenantId: scope?.tenantId ?? null,
-      workspaceId: scope?.workspaceId ?? null,
-      after: { method, mfa: factor !== null, ...(factor === null ? {} : { factor }), ...details },
-      ...client,
+    const { pair, session } = await signIn.openSession(user, scope, method, client, {
+      mfa: factor !== null,
+      ...(factor === null ? {} : { factor }),
+      ...details,
     })
     writeRefreshCookie(reply, pair.refreshToken, session.expiresAt, options.secureCookie)
     return pair
@@ -397,7 +377,7 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
       schema: {
         params: ProviderParamsSchema,
         querystring: StartQuerySchema,
-        response: { 302: z.null(), ...errors(400, 404, 503) },
+        response: { 302: z.null(), ...errorResponses(400, 404, 503) },
       },
     },
     async (request, reply) => {
@@ -428,7 +408,7 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
       schema: {
         params: ProviderParamsSchema,
         querystring: CallbackQuerySchema,
-        response: { 302: z.null(), ...errors(400, 403, 404, 503) },
+        response: { 302: z.null(), ...errorResponses(400, 403, 404, 503) },
       },
     },
     async (request, reply) => {
@@ -493,7 +473,7 @@ export const oauthRoutes: FastifyPluginAsyncZod<OAuthRoutesOptions> = async (app
         body: MfaBodySchema,
         response: {
           200: MfaResponseSchema,
-          ...errors(400, 401, 503),
+          ...errorResponses(400, 401, 503),
           429: LimitErrorResponseSchema,
         },
       },

@@ -1,4 +1,4 @@
-import { ErrorResponseSchema } from '@platform/shared-types'
+import { errorResponses } from '@platform/service-kit'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { SessionNotFound } from '../errors.js'
@@ -24,7 +24,7 @@ export const sessionRoutes: FastifyPluginAsyncZod = async (app) => {
     '/',
     {
       schema: {
-        response: { 200: z.object({ items: z.array(SessionSchema) }), 401: ErrorResponseSchema },
+        response: { 200: z.object({ items: z.array(SessionSchema) }), ...errorResponses(401, 503) },
       },
     },
     async (request) => {
@@ -50,9 +50,7 @@ export const sessionRoutes: FastifyPluginAsyncZod = async (app) => {
         params: z.object({ id: z.string().min(1).max(64) }),
         response: {
           204: z.null(),
-          401: ErrorResponseSchema,
-          404: ErrorResponseSchema,
-          503: ErrorResponseSchema,
+          ...errorResponses(401, 404, 503),
         },
       },
     },
