@@ -1,3 +1,4 @@
+export { type ClientContext, clientOf } from './client-context.js'
 export {
   booleanEnv,
   ConfigError,
@@ -14,7 +15,22 @@ export {
   stringEnv,
 } from './config.js'
 export { createServiceApp, type ServiceApp, type ServiceAppOptions } from './create-app.js'
+export {
+  createInternalClient,
+  createServiceTokenSource,
+  type InternalClient,
+  type InternalClientOptions,
+  InternalRequestRefusedError,
+  InternalServiceUnavailableError,
+  type ServiceTokenSourceOptions,
+} from './internal-client.js'
 export { REDACTED_LOG_PATHS } from './logger.js'
+export {
+  type AuthenticateOptions,
+  type AuthenticationErrors,
+  authenticatePlugin,
+  userOf,
+} from './plugins/authenticate.js'
 export {
   type ErrorHandlerOptions,
   errorHandlerPlugin,

@@ -99,6 +99,13 @@ export const WorkspaceErrorCodeSchema = z.enum([
   'WSP_FORBIDDEN',
   'WSP_LAST_OWNER',
   'WSP_CONFLICT',
+  'WSP_UNAUTHENTICATED',
+  'WSP_SESSION_REVOKED',
+  'WSP_INVITATION_INVALID',
+  'WSP_EMAIL_DOMAIN_NOT_ALLOWED',
+  'WSP_PRECONDITION_FAILED',
+  'WSP_EXPORT_TOO_LARGE',
+  'WSP_DEPENDENCY_UNAVAILABLE',
 ])
 export type WorkspaceErrorCode = z.infer<typeof WorkspaceErrorCodeSchema>
 

@@ -58,18 +58,27 @@ export {
   WorkspaceErrorCodeSchema,
 } from './errors.js'
 export {
+  type EffectivePolicy,
+  EffectivePolicySchema,
   MCP_SERVER_NAME_PATTERN,
   McpServerNameSchema,
   type ModelPattern,
   ModelPatternSchema,
+  type PolicyInvalidation,
+  PolicyInvalidationSchema,
   PROVIDER_NAME_PATTERN,
   type Quota,
   QuotaSchema,
+  TimeZoneSchema,
   ToolPatternSchema,
   type WorkspacePolicy,
   WorkspacePolicySchema,
 } from './policy.js'
-export { revokedSessionKey } from './redis-keys.js'
+export {
+  POLICY_INVALIDATE_CHANNEL,
+  quotaReservationsKey,
+  revokedSessionKey,
+} from './redis-keys.js'
 export {
   INTERNAL_AUDIENCE,
   PLATFORM_AUDIENCE,
@@ -86,3 +95,13 @@ export {
   type WorkspaceRole,
   WorkspaceRoleSchema,
 } from './tokens.js'
+export {
+  type QuotaReservation,
+  QuotaReservationSchema,
+  type UsageAppendResponse,
+  UsageAppendResponseSchema,
+  type UsageBatch,
+  UsageBatchSchema,
+  type UsageRecord,
+  UsageRecordSchema,
+} from './usage.js'

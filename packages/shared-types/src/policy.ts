@@ -46,35 +46,71 @@ export const QuotaSchema = z.strictObject({
 })
 export type Quota = z.infer<typeof QuotaSchema>
 
+const policyShape = {
+  models: z.strictObject({ allow: z.array(ModelPatternSchema).max(200) }),
+  mcp: z.strictObject({
+    servers: z.array(McpServerNameSchema).max(100),
+    tools: z.record(McpServerNameSchema, z.array(ToolPatternSchema).max(200)).default({}),
+  }),
+  params: z
+    .strictObject({
+      maxOutputTokens: z.number().int().positive().nullable().default(null),
+      temperature: z
+        .strictObject({ max: z.number().min(0).max(2) })
+        .nullable()
+        .default(null),
+    })
+    .default({ maxOutputTokens: null, temperature: null }),
+  systemPrompt: z.string().max(20_000).nullable().default(null),
+  quota: QuotaSchema,
+}
+
 /** A workspace's policy as admins write it (`PUT /v1/workspaces/:wid/policy`). */
-export const WorkspacePolicySchema = z
-  .strictObject({
-    models: z.strictObject({ allow: z.array(ModelPatternSchema).max(200) }),
-    mcp: z.strictObject({
-      servers: z.array(McpServerNameSchema).max(100),
-      tools: z.record(McpServerNameSchema, z.array(ToolPatternSchema).max(200)).default({}),
-    }),
-    params: z
-      .strictObject({
-        maxOutputTokens: z.number().int().positive().nullable().default(null),
-        temperature: z
-          .strictObject({ max: z.number().min(0).max(2) })
-          .nullable()
-          .default(null),
+export const WorkspacePolicySchema = z.strictObject(policyShape).superRefine((policy, ctx) => {
+  for (const server of Object.keys(policy.mcp.tools)) {
+    if (!policy.mcp.servers.includes(server)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['mcp', 'tools', server],
+        message: `narrows server ${server}, which mcp.servers does not allow`,
       })
-      .default({ maxOutputTokens: null, temperature: null }),
-    systemPrompt: z.string().max(20_000).nullable().default(null),
-    quota: QuotaSchema,
-  })
-  .superRefine((policy, ctx) => {
-    for (const server of Object.keys(policy.mcp.tools)) {
-      if (!policy.mcp.servers.includes(server)) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['mcp', 'tools', server],
-          message: `narrows server ${server}, which mcp.servers does not allow`,
-        })
-      }
     }
-  })
+  }
+})
 export type WorkspacePolicy = z.infer<typeof WorkspacePolicySchema>
+
+/** An IANA time zone name the runtime knows (`Europe/Berlin`, `UTC`); offsets are not zones. */
+export const TimeZoneSchema = z
+  .string()
+  .max(64)
+  .regex(/^[A-Za-z][A-Za-z0-9_+-]*(\/[A-Za-z0-9_+-]+)*$/, 'must be an IANA time zone')
+  .refine((name) => {
+    try {
+      new Intl.DateTimeFormat('en-US', { timeZone: name })
+      return true
+    } catch {
+      return false
+    }
+  }, 'is not a time zone this server knows')
+
+/**
+ * What the gateway enforces for one workspace (`GET /internal/v1/workspaces/:wid/effective-policy`):
+ * its policy with the tenant's caps applied, the policy version (compare with
+ * `PolicyInvalidation.version`) and the time zone its monthly budgets reset in.
+ */
+export const EffectivePolicySchema = z.object({
+  ...policyShape,
+  workspaceId: z.string().min(1),
+  workspaceName: z.string(),
+  tenantId: z.string().min(1),
+  timeZone: z.string().min(1),
+  version: z.number().int().positive(),
+})
+export type EffectivePolicy = z.infer<typeof EffectivePolicySchema>
+
+/** The message on `POLICY_INVALIDATE_CHANNEL` after a policy changes or its workspace goes. */
+export const PolicyInvalidationSchema = z.object({
+  workspaceId: z.string().min(1),
+  version: z.number().int().nonnegative(),
+})
+export type PolicyInvalidation = z.infer<typeof PolicyInvalidationSchema>

@@ -6,8 +6,9 @@ import * as index from '../src/index.js'
 import * as policy from '../src/policy.js'
 import * as redisKeys from '../src/redis-keys.js'
 import * as tokens from '../src/tokens.js'
+import * as usage from '../src/usage.js'
 
-const modules = { audit, auth, errors, policy, redisKeys, tokens }
+const modules = { audit, auth, errors, policy, redisKeys, tokens, usage }
 
 const schemaNames = (module: object) =>
   Object.keys(module)

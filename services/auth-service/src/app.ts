@@ -1,10 +1,15 @@
 import cookie from '@fastify/cookie'
-import { createServiceApp, mongoPlugin, redisPlugin } from '@platform/service-kit'
+import {
+  authenticatePlugin,
+  createServiceApp,
+  mongoPlugin,
+  redisPlugin,
+} from '@platform/service-kit'
 import type { FastifyInstance } from 'fastify'
 import type { DestinationStream } from 'pino'
 import type { AuthConfig } from './config.js'
+import { DependencyUnavailable, Forbidden, SessionRevoked, Unauthenticated } from './errors.js'
 import type { OAuthEndpointOverrides } from './lib/oauth-providers.js'
-import { authenticatePlugin } from './plugins/authenticate.js'
 import { identityPlugin } from './plugins/identity.js'
 import { authRoutes } from './routes/auth.js'
 import { internalRoutes } from './routes/internal.js'
@@ -54,7 +59,15 @@ export async function buildApp(
   })
   await app.register(cookie)
   await app.register(identityPlugin, { config })
-  await app.register(authenticatePlugin)
+  await app.register(authenticatePlugin, {
+    verifier: app.identity.verifier,
+    errors: {
+      unauthenticated: (message, cause) => new Unauthenticated(message, { cause }),
+      sessionRevoked: () => new SessionRevoked(),
+      dependencyUnavailable: (what, cause) => new DependencyUnavailable(what, { cause }),
+      serviceNotAllowed: (service) => new Forbidden(`The ${service} may not call this route`),
+    },
+  })
 
   const secureCookie = new URL(config.PUBLIC_URL).protocol === 'https:'
   await app.register(authRoutes, { prefix: '/auth/v1', secureCookie })

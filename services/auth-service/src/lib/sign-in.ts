@@ -1,17 +1,12 @@
+import { type ClientContext, InternalServiceUnavailableError } from '@platform/service-kit'
 import type { Membership, TokenPairResponse } from '@platform/shared-types'
 import type { FastifyBaseLogger } from 'fastify'
 import { DependencyUnavailable, NotAMember } from '../errors.js'
 import type { Identity } from '../plugins/identity.js'
 import type { PairBuilder, SessionDocument, SessionScope } from './sessions.js'
 import { publicUser, type UserDocument } from './users.js'
-import { WorkspaceServiceUnavailable } from './workspace-directory.js'
 
 /** Where a request came from, for the session list and the audit log. */
-export interface ClientContext {
-  ip: string
-  userAgent: string | null
-}
-
 const scopeOf = (membership: Membership): SessionScope => ({
   tenantId: membership.tenantId,
   workspaceId: membership.workspaceId,
@@ -36,7 +31,7 @@ export function createSignIn(identity: Identity, log: FastifyBaseLogger) {
       try {
         membership = await workspaces.membership(user._id, workspaceId)
       } catch (error) {
-        if (error instanceof WorkspaceServiceUnavailable)
+        if (error instanceof InternalServiceUnavailableError)
           throw new DependencyUnavailable('The workspace-service', { cause: error })
         throw error
       }

@@ -1,4 +1,4 @@
-import { errorResponses, isDuplicateKeyError } from '@platform/service-kit'
+import { clientOf, errorResponses, isDuplicateKeyError, userOf } from '@platform/service-kit'
 import {
   LimitErrorResponseSchema,
   LoginRequestSchema,
@@ -26,7 +26,6 @@ import {
   Unauthenticated,
   UserNotFound,
 } from '../errors.js'
-import { clientOf } from '../lib/client-context.js'
 import { InvalidEmailError, normalizeEmail } from '../lib/email.js'
 import { withSessionStore } from '../lib/redis-guard.js'
 import { refreshCookieOptions, writeRefreshCookie } from '../lib/refresh-cookie.js'
@@ -34,7 +33,6 @@ import { consumeSecondFactor } from '../lib/second-factor.js'
 import { RefreshRejected, type SessionDocument } from '../lib/sessions.js'
 import { createSignIn } from '../lib/sign-in.js'
 import { publicUser, type UserDocument } from '../lib/users.js'
-import { userOf } from '../plugins/authenticate.js'
 
 const RegisterBodySchema = z.strictObject({
   email: z.string().max(320),

@@ -1,14 +1,12 @@
-import { errorResponses } from '@platform/service-kit'
+import { clientOf, errorResponses, userOf } from '@platform/service-kit'
 import { LimitErrorResponseSchema } from '@platform/shared-types'
 import type { FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { loginRateLimited, MfaConflict, MfaInvalid, SessionRevoked } from '../errors.js'
-import { clientOf } from '../lib/client-context.js'
 import { withSessionStore } from '../lib/redis-guard.js'
 import { consumeSecondFactor } from '../lib/second-factor.js'
 import { NO_MFA } from '../lib/users.js'
-import { userOf } from '../plugins/authenticate.js'
 
 const CodeBodySchema = z.strictObject({ code: z.string().trim().min(6).max(32) })
 const errors = { ...errorResponses(400, 401, 409), 429: LimitErrorResponseSchema }

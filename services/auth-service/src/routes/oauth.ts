@@ -1,4 +1,9 @@
-import { errorResponses, isDuplicateKeyError } from '@platform/service-kit'
+import {
+  type ClientContext,
+  clientOf,
+  errorResponses,
+  isDuplicateKeyError,
+} from '@platform/service-kit'
 import { LimitErrorResponseSchema, TokenPairResponseSchema } from '@platform/shared-types'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
@@ -14,7 +19,6 @@ import {
   OAuthProviderUnknown,
   OAuthStateInvalid,
 } from '../errors.js'
-import { clientOf } from '../lib/client-context.js'
 import { constantTimeEqual, hashToken, randomToken } from '../lib/crypto.js'
 import { InvalidEmailError, normalizeEmail } from '../lib/email.js'
 import {
@@ -26,7 +30,7 @@ import {
 import { isRedisUnavailable, withSessionStore } from '../lib/redis-guard.js'
 import { writeRefreshCookie } from '../lib/refresh-cookie.js'
 import { consumeSecondFactor } from '../lib/second-factor.js'
-import { type ClientContext, createSignIn } from '../lib/sign-in.js'
+import { createSignIn } from '../lib/sign-in.js'
 import { NO_MFA, type UserDocument } from '../lib/users.js'
 
 /** How long a started sign-in may take at the provider. */

@@ -1,10 +1,8 @@
-import { errorResponses } from '@platform/service-kit'
+import { clientOf, errorResponses, userOf } from '@platform/service-kit'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { SessionNotFound } from '../errors.js'
-import { clientOf } from '../lib/client-context.js'
 import { withSessionStore } from '../lib/redis-guard.js'
-import { userOf } from '../plugins/authenticate.js'
 
 const SessionSchema = z.object({
   id: z.string(),

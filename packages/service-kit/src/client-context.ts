@@ -1,6 +1,11 @@
 import { isIP } from 'node:net'
 import type { FastifyRequest } from 'fastify'
-import type { ClientContext } from './sign-in.js'
+
+/** Who is on the other end of a request, as audit events record it. */
+export interface ClientContext {
+  ip: string
+  userAgent: string | null
+}
 
 /**
  * The client's address (from `X-Forwarded-For` only when the gateway's hop sent it, per the app's
