@@ -1,3 +1,15 @@
+export {
+  formatInZone,
+  isTimeZone,
+  localDateStart,
+  offsetMinutes,
+  startOfDay,
+  startOfMonth,
+  startOfNextDay,
+  startOfNextMonth,
+  zonedDayKey,
+  zonedMonthKey,
+} from './calendar.js'
 export { type ClientContext, clientOf } from './client-context.js'
 export {
   booleanEnv,
