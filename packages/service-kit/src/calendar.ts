@@ -100,11 +100,16 @@ function dayKeyOf(wallClock: Date): string {
  * used is within ±16 h, so it lies within a day of `wallMidnight`. Sampling the offset a day
  * either side gives both candidates when a transition falls in that window (tzdata never has two
  * within two days). A candidate is real when the zone actually uses that offset at it; when both
- * are (midnight repeated, as in Havana when DST ends at 01:00) the earlier wins. When neither is,
- * midnight fell into a forward jump and the day starts at the transition itself, found by
- * bisection; that happens a few times per zone per decade, so its cost does not matter.
+ * are (midnight repeated, as in Havana when DST ends at 01:00) the earlier wins, unless it is not
+ * after `laterThan`. When neither is, midnight fell into a forward jump and the day starts at the
+ * transition itself, found by bisection; that happens a few times per zone per decade, so its cost
+ * does not matter.
  */
-function firstInstantAtOrAfterWallMs(wallMidnight: number, timeZone: string): number {
+function firstInstantAtOrAfterWallMs(
+  wallMidnight: number,
+  timeZone: string,
+  laterThan = Number.NEGATIVE_INFINITY,
+): number {
   const offsetBefore = offsetMsAt(wallMidnight - MS_PER_DAY, timeZone)
   const offsetAfter = offsetMsAt(wallMidnight + MS_PER_DAY, timeZone)
   const candidates =
@@ -112,7 +117,9 @@ function firstInstantAtOrAfterWallMs(wallMidnight: number, timeZone: string): nu
       ? [wallMidnight - offsetBefore]
       : [wallMidnight - offsetBefore, wallMidnight - offsetAfter].sort((a, b) => a - b)
   for (const candidate of candidates) {
-    if (candidate + offsetMsAt(candidate, timeZone) === wallMidnight) return candidate
+    if (candidate > laterThan && candidate + offsetMsAt(candidate, timeZone) === wallMidnight) {
+      return candidate
+    }
   }
   // In a forward jump the clock reads before midnight up to the transition and after it from
   // then on; offsets and transitions are whole seconds, so bisecting on seconds is exact.
@@ -130,6 +137,23 @@ function firstInstantAtOrAfterWallMs(wallMidnight: number, timeZone: string): nu
 
 function startOfWallDate(year: number, month: number, day: number, timeZone: string): Date {
   return new Date(firstInstantAtOrAfterWallMs(wallMidnightMs(year, month, day), timeZone))
+}
+
+/**
+ * The start of the wall date after the one `epochMs` is on, always later than `epochMs`. Where the
+ * clock once fell back across midnight (Moncton and Goose Bay in 1996, St. John's in 1991: 00:01
+ * back to 23:01), an instant in the repeated hour before midnight has the previous date although
+ * the new day's first midnight already passed; its period must end at the second midnight, or it
+ * would end before it began.
+ */
+function startOfWallDateAfter(
+  epochMs: number,
+  year: number,
+  month: number,
+  day: number,
+  timeZone: string,
+): Date {
+  return new Date(firstInstantAtOrAfterWallMs(wallMidnightMs(year, month, day), timeZone, epochMs))
 }
 
 /**
@@ -220,10 +244,15 @@ export function startOfDay(instant: Date, timeZone: string): Date {
   )
 }
 
-/** The first instant of the local day after the one containing `instant` (the day bucket's end). */
+/**
+ * The first instant of the local day after the one containing `instant` (the day bucket's end),
+ * always later than `instant`.
+ */
 export function startOfNextDay(instant: Date, timeZone: string): Date {
-  const wallClock = wallClockOf(epochMsOf(instant), timeZone)
-  return startOfWallDate(
+  const epochMs = epochMsOf(instant)
+  const wallClock = wallClockOf(epochMs, timeZone)
+  return startOfWallDateAfter(
+    epochMs,
     wallClock.getUTCFullYear(),
     wallClock.getUTCMonth() + 1,
     wallClock.getUTCDate() + 1,
@@ -237,10 +266,20 @@ export function startOfMonth(instant: Date, timeZone: string): Date {
   return startOfWallDate(wallClock.getUTCFullYear(), wallClock.getUTCMonth() + 1, 1, timeZone)
 }
 
-/** The first instant of the local month after the one containing `instant`: the next budget reset. */
+/**
+ * The first instant of the local month after the one containing `instant`: the next budget reset,
+ * always later than `instant`.
+ */
 export function startOfNextMonth(instant: Date, timeZone: string): Date {
-  const wallClock = wallClockOf(epochMsOf(instant), timeZone)
-  return startOfWallDate(wallClock.getUTCFullYear(), wallClock.getUTCMonth() + 2, 1, timeZone)
+  const epochMs = epochMsOf(instant)
+  const wallClock = wallClockOf(epochMs, timeZone)
+  return startOfWallDateAfter(
+    epochMs,
+    wallClock.getUTCFullYear(),
+    wallClock.getUTCMonth() + 2,
+    1,
+    timeZone,
+  )
 }
 
 /**

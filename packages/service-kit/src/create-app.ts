@@ -1,8 +1,11 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import type { ServiceErrorPrefix } from '@platform/shared-types'
+import { type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http'
+import type { ErrorResponse, ServiceErrorPrefix } from '@platform/shared-types'
 import Fastify, {
   type FastifyBaseLogger,
+  type FastifyError,
   type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
   type FastifyServerOptions,
   LogController,
 } from 'fastify'
@@ -57,6 +60,25 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Serv
     trustProxy: options.trustProxy ?? false,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     return503OnClosing: true,
+    // The router refuses a malformed percent-encoding (400) or an over-long path parameter (414)
+    // before any hook or error handler runs; without this they leave in Fastify's own shape,
+    // with its code and the whole path echoed.
+    frameworkErrors: (error: FastifyError, _request: FastifyRequest, reply: FastifyReply) => {
+      const statusCode = typeof error.statusCode === 'number' ? error.statusCode : 500
+      const [suffix, message] =
+        statusCode >= 500
+          ? ['INTERNAL', 'Internal Server Error']
+          : statusCode === 414
+            ? ['REQUEST_ERROR', 'A path parameter is too long']
+            : ['BAD_REQUEST', 'The URL is not valid']
+      const body: ErrorResponse = {
+        statusCode,
+        code: `${options.errorPrefix}_${suffix}`,
+        error: STATUS_CODES[statusCode] ?? 'Error',
+        message,
+      }
+      return reply.code(statusCode).send(body)
+    },
   }).withTypeProvider<ZodTypeProvider>()
 
   app.setValidatorCompiler(validatorCompiler)

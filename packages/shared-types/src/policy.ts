@@ -108,7 +108,12 @@ export const EffectivePolicySchema = z.object({
 })
 export type EffectivePolicy = z.infer<typeof EffectivePolicySchema>
 
-/** The message on `POLICY_INVALIDATE_CHANNEL` after a policy changes or its workspace goes. */
+/**
+ * The message on `POLICY_INVALIDATE_CHANNEL` after a workspace's effective policy may have
+ * changed: its own policy, its tenant's caps or time zone, or the workspace was deleted or
+ * restored. Every message means "drop the cached copy"; `version` is the workspace's policy
+ * version at the time, which tenant-level changes and deletions leave as it was.
+ */
 export const PolicyInvalidationSchema = z.object({
   workspaceId: z.string().min(1),
   version: z.number().int().nonnegative(),

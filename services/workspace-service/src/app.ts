@@ -4,7 +4,7 @@ import {
   mongoPlugin,
   redisPlugin,
 } from '@platform/service-kit'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, RouteOptions } from 'fastify'
 import type { DestinationStream } from 'pino'
 import type { WorkspaceConfig } from './config.js'
 import { DependencyUnavailable, Forbidden, SessionRevoked, Unauthenticated } from './errors.js'
@@ -25,6 +25,8 @@ export interface BuildOptions {
   /** Test isolation: a database and a Redis key prefix of the test's own. */
   dbName?: string
   redisKeyPrefix?: string
+  /** Sees every route as it is registered (the cross-tenant test enumerates them). */
+  onRoute?: (route: RouteOptions) => void
 }
 
 /** The workspace-service: tenants, workspaces, members, policy, usage ledger, audit, export. */
@@ -42,6 +44,7 @@ export async function buildApp(
     trustProxy: config.TRUSTED_PROXIES,
     bodyLimit: 256 * 1024,
   })
+  if (options.onRoute !== undefined) app.addHook('onRoute', options.onRoute)
   await app.register(mongoPlugin, { url: config.MONGO_URL, dbName: options.dbName ?? 'workspace' })
   await app.register(redisPlugin, {
     url: config.REDIS_URL,

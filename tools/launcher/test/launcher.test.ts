@@ -120,8 +120,11 @@ describe('npm start', () => {
     const readyUrl = /Platform ready: (\S+)/.exec(output)?.[1]
     expect(readyUrl, output).toBe(`http://127.0.0.1:${gatewayPort}`)
 
-    const serviceUrls = [...output.matchAll(/service (\S+) ready at (\S+)/g)].map((m) => m[2])
-    expect(serviceUrls.length).toBeGreaterThanOrEqual(1)
+    const readyServices = [...output.matchAll(/service (\S+) ready at (\S+)/g)]
+    expect(readyServices.map((m) => m[1])).toEqual(
+      expect.arrayContaining(['auth-service', 'workspace-service', 'api-gateway']),
+    )
+    const serviceUrls = readyServices.map((m) => m[2])
     for (const url of serviceUrls) {
       const response = await fetch(`${url}/readyz`)
       expect(response.status, `${url}/readyz`).toBe(200)

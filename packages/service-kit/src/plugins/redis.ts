@@ -6,6 +6,8 @@ import { Redis } from 'ioredis'
 export interface RedisOptions {
   url: string
   connectTimeoutMs?: number
+  /** A command unanswered this long fails (a Redis that accepts connections but never answers). */
+  commandTimeoutMs?: number
   /** Prepended to every key; tests give each app its own so files never share Redis state. */
   keyPrefix?: string
 }
@@ -19,6 +21,9 @@ async function redis(app: FastifyInstance, options: RedisOptions) {
     // A command fails fast while Redis is away instead of queueing for ever; callers that make
     // safety decisions treat that failure as "closed".
     maxRetriesPerRequest: 1,
+    // …and so does one sent to a Redis that took the connection but does not answer, which
+    // would otherwise hold the request (and its revocation check) open indefinitely.
+    commandTimeout: options.commandTimeoutMs ?? 2000,
     // Commands issued in the same tick share one round trip: the revocation check on every
     // request is 1.3–2× faster under load with it (tools/bench).
     enableAutoPipelining: true,

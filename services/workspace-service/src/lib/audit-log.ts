@@ -156,7 +156,9 @@ export function createAuditLog(options: AuditLogOptions) {
   /** Re-dates a tenant's events for a new retention period. */
   async function applyRetention(tenantId: string, days: number | null) {
     const keepMs = (days ?? options.defaultRetentionDays) * DAY_MS
-    await Audit.updateMany({ tenantId }, [{ $set: { expiresAt: { $add: ['$at', keepMs] } } }])
+    await Audit.updateMany({ tenantId }, [{ $set: { expiresAt: { $add: ['$at', keepMs] } } }], {
+      updatePipeline: true,
+    })
   }
 
   return { record, ingest, pageQuery, list, applyRetention }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { Conflict, DependencyUnavailable, ExportTooLarge } from '../errors.js'
 import { memberView } from './members.js'
@@ -17,6 +18,7 @@ export interface ExportOptions {
 /** Rows are serialized and handed over in chunks of about this many characters. */
 const CHUNK_CHARS = 64 * 1024
 const LOCK_SECONDS = 15 * 60
+const RELEASE_IF_HELD = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`
 
 const timeRange = (range: ExportRange) => {
   const bounds: Record<string, Date> = {}
@@ -51,18 +53,20 @@ export function createExports(options: ExportOptions) {
     ])
     if (usageRows + auditRows > options.maxRows)
       throw new ExportTooLarge(String(usageRows + auditRows), String(options.maxRows))
+    const holder = randomUUID()
     let locked: string | null
     try {
-      locked = await redis.set(lockKey(workspace._id), '1', 'EX', LOCK_SECONDS, 'NX')
+      locked = await redis.set(lockKey(workspace._id), holder, 'EX', LOCK_SECONDS, 'NX')
     } catch (error) {
       throw new DependencyUnavailable('The export lock', { cause: error })
     }
     if (locked === null) throw new Conflict('An export of this workspace is already running')
-    return { usageRows, auditRows }
+    return { usageRows, auditRows, holder }
   }
 
-  async function release(workspaceId: string) {
-    await redis.del(lockKey(workspaceId)).catch(() => undefined)
+  /** Releases the lock only if this export still holds it (it may have expired and moved on). */
+  async function release(workspaceId: string, holder: string) {
+    await redis.eval(RELEASE_IF_HELD, 1, lockKey(workspaceId), holder).catch(() => undefined)
   }
 
   async function* document(

@@ -155,13 +155,17 @@ export function createInvitations(options: InvitationsOptions) {
           email: normalizedEmail(user.email),
         },
         { $set: { status: 'accepted', acceptedBy: user.id, acceptedAt: now } },
-        { session, new: true },
+        { session, returnDocument: 'after' },
       ).lean()
       if (invitation === null) throw new InvitationInvalid()
       const workspace = await Workspace.findOne({ _id: invitation.workspaceId, deletedAt: null })
         .session(session)
         .lean()
       if (workspace === null) throw new InvitationInvalid()
+      // The tenant may have narrowed who can join since the invitation was sent.
+      const tenant = await models.Tenant.findById(workspace.tenantId).session(session).lean()
+      if (tenant === null) throw new InvitationInvalid()
+      checkEmailDomain(tenant, user.email)
       const member = await members.insert(
         workspace,
         user,

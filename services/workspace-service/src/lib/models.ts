@@ -310,7 +310,7 @@ const auditSchema = new Schema<AuditDocument>(
   { collection: 'audit_events', versionKey: false, minimize: false },
 )
 auditSchema.index({ workspaceId: 1, at: -1, _id: -1 })
-auditSchema.index({ tenantId: 1, at: -1, _id: -1 })
+auditSchema.index({ tenantId: 1, workspaceId: 1, at: -1, _id: -1 })
 auditSchema.index({ expiresAt: 1 }, { expireAfterSeconds: 0 })
 
 export interface WorkspaceModels {

@@ -119,7 +119,7 @@ export function createTenants(options: TenantsOptions) {
       const result = await Tenant.findOneAndUpdate(
         { _id: tenant._id },
         { $set: set },
-        { session, new: true },
+        { session, returnDocument: 'after' },
       ).lean()
       if (result === null) throw new NotFound(`Tenant ${tenant._id} not found`)
       await audit.record(
@@ -143,21 +143,24 @@ export function createTenants(options: TenantsOptions) {
     return updated
   }
 
-  /** Changes a tenant role; only owners grant or take away ownership, and one owner stays. */
+  /** Changes a tenant role; only owners change roles, and one owner always stays. */
   async function changeRole(
     tenant: TenantDocument,
-    actorRole: TenantRole,
     userId: string,
     role: TenantRole,
     actor: Actor,
   ) {
     return connection.transaction(async (session) => {
+      // The actor's role as it is now: a demotion racing this change must not grant ownership.
+      const acting = await TenantMember.findOne({ tenantId: tenant._id, userId: actor.userId })
+        .session(session)
+        .lean()
+      if (acting === null) throw new NotFound(`Tenant ${tenant._id} not found`)
+      if (acting.role !== 'owner') throw new Forbidden('Only a tenant owner changes tenant roles')
       const target = await TenantMember.findOne({ tenantId: tenant._id, userId })
         .session(session)
         .lean()
       if (target === null) throw new NotFound(`Member ${userId} not found`)
-      if ((target.role === 'owner' || role === 'owner') && actorRole !== 'owner')
-        throw new Forbidden('Only a tenant owner grants or removes ownership')
       if (target.role === role) return target
       if (target.role === 'owner') {
         const demoted = await Tenant.updateOne(

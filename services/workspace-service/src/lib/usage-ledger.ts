@@ -121,7 +121,20 @@ export function createUsageLedger(options: LedgerOptions) {
    * the batch) is counted once: new rows and their rollups commit together, and a concurrent
    * append of the same id makes this transaction start over without it.
    */
-  async function append(records: UsageRecord[]) {
+  /**
+   * Appends run one at a time in this process: concurrent transactions all increment the same
+   * current-bucket rollup rows, and MongoDB answers such overlaps with write conflicts that
+   * restart whole transactions, which costs far more than waiting. Other replicas' appends still
+   * conflict now and then; the transaction retries those.
+   */
+  let appendQueue: Promise<unknown> = Promise.resolve()
+  function append(records: UsageRecord[]) {
+    const next = appendQueue.then(() => appendNow(records))
+    appendQueue = next.catch(() => undefined)
+    return next
+  }
+
+  async function appendNow(records: UsageRecord[]) {
     const recordedAt = new Date()
     const unique = new Map<string, LedgerDocument>()
     for (const record of records)
@@ -273,21 +286,68 @@ export function createUsageLedger(options: LedgerOptions) {
   }
 
   /**
-   * Rebuilds a workspace's rollups from its ledger rows, for repairs and for data loaded around
-   * the append path. The ledger stays the source of truth.
+   * Rebuilds a workspace's rollups from its ledger rows inside MongoDB, for repairs and for data
+   * loaded around the append path. The ledger stays the source of truth.
    */
   async function rebuildRollups(workspaceId: string) {
     await Rollup.deleteMany({ workspaceId })
-    let batch: LedgerDocument[] = []
-    const flush = async () => {
-      if (batch.length > 0) await Rollup.bulkWrite(rollupWrites(batch), { ordered: false })
-      batch = []
+    const call = {
+      $cond: [
+        { $eq: ['$kind', 'model'] },
+        { $concat: ['$provider', ':', '$model'] },
+        { $concat: ['$server', '/', '$tool'] },
+      ],
     }
-    for await (const row of Ledger.find({ workspaceId }).lean().cursor({ batchSize: 5000 })) {
-      batch.push(row)
-      if (batch.length >= 20_000) await flush()
-    }
-    await flush()
+    const byKind = (model: RollupDimension, tool: RollupDimension) => ({
+      $cond: [{ $eq: ['$kind', 'model'] }, model, tool],
+    })
+    const groupings = [
+      { dimension: 'total', key: '' },
+      { dimension: byKind('model', 'tool'), key: call },
+      { dimension: 'member', key: '$userId' },
+      {
+        dimension: byKind('member-model', 'member-tool'),
+        key: { $concat: ['$userId', SEPARATOR, call] },
+      },
+    ]
+    for (const { dimension, key } of groupings)
+      await Ledger.aggregate([
+        { $match: { workspaceId } },
+        {
+          $group: {
+            _id: {
+              dimension: typeof dimension === 'string' ? { $literal: dimension } : dimension,
+              key: typeof key === 'string' && !key.startsWith('$') ? { $literal: key } : key,
+              bucket: { $dateTrunc: { date: '$startedAt', unit: 'minute', binSize: 15 } },
+            },
+            inputTokens: { $sum: '$inputTokens' },
+            outputTokens: { $sum: '$outputTokens' },
+            costUsd: { $sum: '$costUsd' },
+            calls: { $sum: 1 },
+          },
+        },
+        {
+          $project: {
+            _id: 0,
+            workspaceId: { $literal: workspaceId },
+            dimension: '$_id.dimension',
+            key: '$_id.key',
+            bucket: '$_id.bucket',
+            inputTokens: 1,
+            outputTokens: 1,
+            costUsd: 1,
+            calls: 1,
+          },
+        },
+        {
+          $merge: {
+            into: Rollup.collection.collectionName,
+            on: ['workspaceId', 'dimension', 'key', 'bucket'],
+            whenMatched: 'replace',
+            whenNotMatched: 'insert',
+          },
+        },
+      ]).allowDiskUse(true)
   }
 
   return { append, usage, rollupPipeline, ledgerQuery, rebuildRollups }

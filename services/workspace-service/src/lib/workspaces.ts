@@ -168,7 +168,7 @@ export function createWorkspaces(options: WorkspacesOptions) {
       const updated = await Workspace.findOneAndUpdate(
         { _id: workspace._id, deletedAt: null },
         { $set: { name } },
-        { session, new: true },
+        { session, returnDocument: 'after' },
       ).lean()
       if (updated === null) throw new NotFound(`Workspace ${workspace._id} not found`)
       await audit.record(

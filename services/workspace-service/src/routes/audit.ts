@@ -7,7 +7,7 @@ import { AuditItemSchema, idParam, pageSchema } from './schemas.js'
 /** A workspace's audit log, newest first (API.md §4). */
 export const auditRoutes: FastifyPluginAsyncZod = async (app) => {
   const { access, audit } = app.tenancy
-  app.addHook('preHandler', app.requireUser)
+  app.addHook('onRequest', app.requireUser)
 
   app.get(
     '/audit',

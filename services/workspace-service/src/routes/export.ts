@@ -12,7 +12,7 @@ import { idParam } from './schemas.js'
  */
 export const exportRoutes: FastifyPluginAsyncZod = async (app) => {
   const { access, exports, models, audit } = app.tenancy
-  app.addHook('preHandler', app.requireUser)
+  app.addHook('onRequest', app.requireUser)
 
   app.get(
     '/export',
@@ -43,7 +43,7 @@ export const exportRoutes: FastifyPluginAsyncZod = async (app) => {
         throw new InvalidRequest('from must be before to')
       const tenant = await models.Tenant.findById(workspace.tenantId).lean()
       if (tenant === null) throw new Error(`workspace ${workspace._id} has no tenant`)
-      const counts = await exports.prepare(workspace, range)
+      const { holder, ...counts } = await exports.prepare(workspace, range)
       try {
         await app.mongo.transaction((session) =>
           audit.record(
@@ -59,7 +59,7 @@ export const exportRoutes: FastifyPluginAsyncZod = async (app) => {
           ),
         )
       } catch (error) {
-        await exports.release(workspace._id)
+        await exports.release(workspace._id, holder)
         throw error
       }
       const body = Readable.from(exports.document(tenant, workspace, range), { objectMode: false })
@@ -67,7 +67,7 @@ export const exportRoutes: FastifyPluginAsyncZod = async (app) => {
       const release = () => {
         if (released) return
         released = true
-        void exports.release(workspace._id)
+        void exports.release(workspace._id, holder)
       }
       body.on('close', release)
       body.on('error', (error) => {

@@ -36,7 +36,7 @@ export const internalRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get(
     '/memberships',
     {
-      preHandler: app.requireService('auth-service', 'api-gateway', 'code-runtime'),
+      onRequest: app.requireService('auth-service', 'api-gateway', 'code-runtime'),
       schema: {
         querystring: z.strictObject({ userId: idParam, workspaceId: idParam }),
         response: { 200: MembershipSchema, ...errorResponses(400, 401, 403, 404) },
@@ -53,7 +53,7 @@ export const internalRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get(
     '/users/:userId/memberships',
     {
-      preHandler: app.requireService('auth-service', 'api-gateway', 'code-runtime'),
+      onRequest: app.requireService('auth-service', 'api-gateway', 'code-runtime'),
       schema: {
         params: z.object({ userId: idParam }),
         response: { 200: UserMembershipsResponseSchema, ...errorResponses(401, 403) },
@@ -72,7 +72,7 @@ export const internalRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get(
     '/workspaces/:wid/effective-policy',
     {
-      preHandler: app.requireService('api-gateway', 'code-runtime'),
+      onRequest: app.requireService('api-gateway', 'code-runtime'),
       schema: {
         params: z.object({ wid: idParam }),
         response: { 200: EffectivePolicySchema, ...errorResponses(401, 403, 404) },
@@ -88,7 +88,7 @@ export const internalRoutes: FastifyPluginAsyncZod = async (app) => {
   app.post(
     '/usage',
     {
-      preHandler: app.requireService('api-gateway', 'code-runtime'),
+      onRequest: app.requireService('api-gateway', 'code-runtime'),
       bodyLimit: 2 * 1024 * 1024,
       schema: {
         body: UsageBatchSchema,
@@ -117,7 +117,7 @@ export const internalRoutes: FastifyPluginAsyncZod = async (app) => {
   app.post(
     '/audit',
     {
-      preHandler: app.requireService('auth-service', 'api-gateway', 'code-runtime'),
+      onRequest: app.requireService('auth-service', 'api-gateway', 'code-runtime'),
       bodyLimit: 4 * 1024 * 1024,
       schema: {
         body: AuditBatchSchema,
@@ -127,6 +127,27 @@ export const internalRoutes: FastifyPluginAsyncZod = async (app) => {
         },
       },
     },
-    async (request) => audit.ingest(request.body.events),
+    async (request) => {
+      const { events } = request.body
+      // An event shows in a workspace's log only if it names that workspace's own tenant.
+      const workspaceIds = [
+        ...new Set(
+          events.flatMap((event) => (event.workspaceId === null ? [] : [event.workspaceId])),
+        ),
+      ]
+      const known = await Workspace.find({ _id: { $in: workspaceIds } }, { tenantId: 1 }).lean()
+      const tenantOf = new Map(known.map((workspace) => [workspace._id, workspace.tenantId]))
+      const misplaced = events.findIndex(
+        (event) =>
+          event.workspaceId !== null &&
+          tenantOf.has(event.workspaceId) &&
+          tenantOf.get(event.workspaceId) !== event.tenantId,
+      )
+      if (misplaced !== -1)
+        throw new InvalidRequest(
+          `events.${misplaced}: workspace ${events[misplaced]?.workspaceId} is not in tenant ${events[misplaced]?.tenantId}`,
+        )
+      return audit.ingest(events)
+    },
   )
 }

@@ -31,7 +31,7 @@ const shownMember = (member: Parameters<typeof memberView>[0]) => {
 /** A workspace's members and invitations (API.md §4). */
 export const memberRoutes: FastifyPluginAsyncZod = async (app) => {
   const { access, members, invitations, users } = app.tenancy
-  app.addHook('preHandler', app.requireUser)
+  app.addHook('onRequest', app.requireUser)
 
   app.get(
     '/members',
@@ -217,7 +217,7 @@ export const memberRoutes: FastifyPluginAsyncZod = async (app) => {
 /** `POST /v1/invitations/:token/accept`: the invitee, signed in, joins (API.md §4). */
 export const invitationRoutes: FastifyPluginAsyncZod = async (app) => {
   const { invitations, users } = app.tenancy
-  app.addHook('preHandler', app.requireUser)
+  app.addHook('onRequest', app.requireUser)
 
   app.post(
     '/:token/accept',

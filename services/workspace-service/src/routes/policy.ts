@@ -35,7 +35,7 @@ const PolicyVersionSchema = z.object({
  */
 export const policyRoutes: FastifyPluginAsyncZod = async (app) => {
   const { access, policies } = app.tenancy
-  app.addHook('preHandler', app.requireUser)
+  app.addHook('onRequest', app.requireUser)
 
   app.get(
     '/policy',
@@ -66,12 +66,12 @@ export const policyRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (request, reply) => {
-      const expected = expectedVersion(request.headers['if-match'])
       const { workspace } = await access.workspace(
         userOf(request).sub,
         request.params.wid,
         'policy.write',
       )
+      const expected = expectedVersion(request.headers['if-match'])
       const written = await policies.replace(workspace, request.body, actorOf(request), expected)
       reply.header('etag', etagOf(written.policyVersion))
       return written.policy

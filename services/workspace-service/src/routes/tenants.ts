@@ -54,7 +54,7 @@ const TenantMemberSchema = z.object({
 /** Tenants: creation, settings, tenant roles, the tenant's own audit log (API.md §4). */
 export const tenantRoutes: FastifyPluginAsyncZod = async (app) => {
   const { tenants, access, users, workspaces, models, audit } = app.tenancy
-  app.addHook('preHandler', app.requireUser)
+  app.addHook('onRequest', app.requireUser)
 
   app.post(
     '/',
@@ -205,14 +205,13 @@ export const tenantRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (request) => {
-      const { tenant, membership } = await access.tenant(
+      const { tenant } = await access.tenant(
         userOf(request).sub,
         request.params.tid,
         'tenant.members.manage',
       )
       const changed = await tenants.changeRole(
         tenant,
-        membership.role,
         request.params.userId,
         request.body.role,
         actorOf(request),

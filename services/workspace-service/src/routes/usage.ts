@@ -1,4 +1,10 @@
-import { errorResponses, localDateStart, startOfMonth, userOf } from '@platform/service-kit'
+import {
+  errorResponses,
+  localDateStart,
+  startOfMonth,
+  startOfNextDay,
+  userOf,
+} from '@platform/service-kit'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { InvalidRequest } from '../errors.js'
@@ -32,7 +38,7 @@ const isDay = (value: string) => /^\d{4}-\d{2}-\d{2}$/.test(value)
 /** Usage from the ledger and where the monthly budget stands (API.md §4). */
 export const usageRoutes: FastifyPluginAsyncZod = async (app) => {
   const { access, ledger, quota, models } = app.tenancy
-  app.addHook('preHandler', app.requireUser)
+  app.addHook('onRequest', app.requireUser)
 
   async function scopeOf(
     userId: string,
@@ -93,6 +99,9 @@ export const usageRoutes: FastifyPluginAsyncZod = async (app) => {
             ? nextLocalDay(toParam, zone)
             : new Date(toParam)
       if (!(from < to)) throw new InvalidRequest('from must be before to')
+      // The answer repeats its range as ISO times, which have four-digit years.
+      if (from.getUTCFullYear() < 0 || to.getUTCFullYear() > 9999)
+        throw new InvalidRequest('The range must lie within the years 0000 to 9999')
       if (to.getTime() - from.getTime() > MAX_RANGE_MS)
         throw new InvalidRequest('The range may span at most 400 days')
       const everyone = mayInWorkspace(member.role, 'usage.read-all')
@@ -136,7 +145,6 @@ export const usageRoutes: FastifyPluginAsyncZod = async (app) => {
 
 /** The first instant after the local day `dayKey` (`2026-11-30` → 1 December, 00:00 local). */
 function nextLocalDay(dayKey: string, timeZone: string): Date {
-  const next = new Date(`${dayKey}T00:00:00Z`)
-  next.setUTCDate(next.getUTCDate() + 1)
-  return localDateStart(next.toISOString().slice(0, 10), timeZone)
+  // Calendar arithmetic, not an ISO string round trip, which breaks after 9999-12-31.
+  return startOfNextDay(localDateStart(dayKey, timeZone), timeZone)
 }

@@ -14,7 +14,7 @@ const WorkspaceDetailSchema = WorkspaceViewSchema.extend({
 /** Workspaces: list mine, create, read, rename, delete and restore (API.md §4). */
 export const workspaceRoutes: FastifyPluginAsyncZod = async (app) => {
   const { access, workspaces, users, models } = app.tenancy
-  app.addHook('preHandler', app.requireUser)
+  app.addHook('onRequest', app.requireUser)
 
   app.get(
     '/',
