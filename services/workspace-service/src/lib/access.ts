@@ -70,7 +70,14 @@ export function createAccess(models: WorkspaceModels) {
     return { tenant: found, membership }
   }
 
-  return { workspace, tenant }
+  /** The tenant of a workspace the caller was let into; a workspace always has one. */
+  async function tenantOf(workspace: WorkspaceDocument): Promise<TenantDocument> {
+    const found = await Tenant.findById(workspace.tenantId).lean()
+    if (found === null) throw new Error(`workspace ${workspace._id} has no tenant`)
+    return found
+  }
+
+  return { workspace, tenant, tenantOf }
 }
 
 export type Access = ReturnType<typeof createAccess>

@@ -24,8 +24,8 @@ export interface TenantsOptions {
   invalidateTenantPolicies: (tenantId: string) => Promise<void>
 }
 
-/** The settings an admin sees, as stored. */
-export const tenantView = (tenant: TenantDocument) => ({
+/** A tenant's settings as its members see them, with the caller's tenant role. */
+export const tenantView = (tenant: TenantDocument, role: TenantRole) => ({
   id: tenant._id,
   name: tenant.name,
   timeZone: tenant.timeZone,
@@ -33,8 +33,9 @@ export const tenantView = (tenant: TenantDocument) => ({
   limits: tenant.limits,
   allowedEmailDomains: tenant.allowedEmailDomains,
   auditRetentionDays: tenant.auditRetentionDays,
-  createdAt: tenant.createdAt,
-  updatedAt: tenant.updatedAt,
+  createdAt: tenant.createdAt.toISOString(),
+  updatedAt: tenant.updatedAt.toISOString(),
+  role,
 })
 
 /** Tenants: creation with a first workspace, settings, and tenant roles. */
@@ -198,7 +199,10 @@ export function createTenants(options: TenantsOptions) {
     const memberships = await TenantMember.find({ userId }).lean()
     const tenants = await Tenant.find({ _id: { $in: memberships.map((m) => m.tenantId) } }).lean()
     const roles = new Map(memberships.map((m) => [m.tenantId, m.role]))
-    return tenants.map((tenant) => ({ ...tenantView(tenant), role: roles.get(tenant._id) }))
+    return tenants.flatMap((tenant) => {
+      const role = roles.get(tenant._id)
+      return role === undefined ? [] : [tenantView(tenant, role)]
+    })
   }
 
   return { create, update, changeRole, listMine }

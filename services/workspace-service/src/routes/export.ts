@@ -11,7 +11,7 @@ import { idParam } from './schemas.js'
  * `from`/`to` narrow the usage and audit rows to a period.
  */
 export const exportRoutes: FastifyPluginAsyncZod = async (app) => {
-  const { access, exports, models, audit } = app.tenancy
+  const { access, exports, audit } = app.tenancy
   app.addHook('onRequest', app.requireUser)
 
   app.get(
@@ -41,8 +41,7 @@ export const exportRoutes: FastifyPluginAsyncZod = async (app) => {
       }
       if (range.from !== null && range.to !== null && !(range.from < range.to))
         throw new InvalidRequest('from must be before to')
-      const tenant = await models.Tenant.findById(workspace.tenantId).lean()
-      if (tenant === null) throw new Error(`workspace ${workspace._id} has no tenant`)
+      const tenant = await access.tenantOf(workspace)
       const { holder, ...counts } = await exports.prepare(workspace, range)
       try {
         await app.mongo.transaction((session) =>

@@ -33,6 +33,33 @@ export const internalRoutes: FastifyPluginAsyncZod = async (app) => {
     })
   }
 
+  /**
+   * Refuses a batch in which an item names a workspace outside the tenant it names (400 with the
+   * item's index); items naming no workspace pass.
+   */
+  async function refuseMisplaced(
+    field: string,
+    items: ReadonlyArray<{ workspaceId: string | null; tenantId: string | null }>,
+    options: { unknownWorkspace: 'refuse' | 'accept' },
+  ) {
+    const workspaceIds = [
+      ...new Set(items.flatMap((item) => (item.workspaceId === null ? [] : [item.workspaceId]))),
+    ]
+    const known = await Workspace.find({ _id: { $in: workspaceIds } }, { tenantId: 1 }).lean()
+    const tenantOf = new Map(known.map((workspace) => [workspace._id, workspace.tenantId]))
+    const index = items.findIndex(({ workspaceId, tenantId }) => {
+      if (workspaceId === null) return false
+      const owner = tenantOf.get(workspaceId)
+      if (owner === undefined) return options.unknownWorkspace === 'refuse'
+      return owner !== tenantId
+    })
+    const item = items[index]
+    if (item !== undefined)
+      throw new InvalidRequest(
+        `${field}.${index}: workspace ${item.workspaceId} is not in tenant ${item.tenantId}`,
+      )
+  }
+
   app.get(
     '/memberships',
     {
@@ -98,18 +125,7 @@ export const internalRoutes: FastifyPluginAsyncZod = async (app) => {
     async (request) => {
       const { records } = request.body
       // A record must name a workspace of the tenant it names: usage never lands across tenants.
-      const workspaceIds = [...new Set(records.map((record) => record.workspaceId))]
-      const known = await Workspace.find({ _id: { $in: workspaceIds } }, { tenantId: 1 }).lean()
-      const tenantOf = new Map(known.map((workspace) => [workspace._id, workspace.tenantId]))
-      const misplaced = records.findIndex(
-        (record) => tenantOf.get(record.workspaceId) !== record.tenantId,
-      )
-      if (misplaced !== -1) {
-        const record = records[misplaced]
-        throw new InvalidRequest(
-          `records.${misplaced}: workspace ${record?.workspaceId} is not in tenant ${record?.tenantId}`,
-        )
-      }
+      await refuseMisplaced('records', records, { unknownWorkspace: 'refuse' })
       return ledger.append(records)
     },
   )
@@ -129,24 +145,9 @@ export const internalRoutes: FastifyPluginAsyncZod = async (app) => {
     },
     async (request) => {
       const { events } = request.body
-      // An event shows in a workspace's log only if it names that workspace's own tenant.
-      const workspaceIds = [
-        ...new Set(
-          events.flatMap((event) => (event.workspaceId === null ? [] : [event.workspaceId])),
-        ),
-      ]
-      const known = await Workspace.find({ _id: { $in: workspaceIds } }, { tenantId: 1 }).lean()
-      const tenantOf = new Map(known.map((workspace) => [workspace._id, workspace.tenantId]))
-      const misplaced = events.findIndex(
-        (event) =>
-          event.workspaceId !== null &&
-          tenantOf.has(event.workspaceId) &&
-          tenantOf.get(event.workspaceId) !== event.tenantId,
-      )
-      if (misplaced !== -1)
-        throw new InvalidRequest(
-          `events.${misplaced}: workspace ${events[misplaced]?.workspaceId} is not in tenant ${events[misplaced]?.tenantId}`,
-        )
+      // An event shows in a workspace's log only if it names that workspace's own tenant; a
+      // purged workspace's late events are kept.
+      await refuseMisplaced('events', events, { unknownWorkspace: 'accept' })
       return audit.ingest(events)
     },
   )

@@ -83,8 +83,7 @@ export const memberRoutes: FastifyPluginAsyncZod = async (app) => {
         request.params.wid,
         'members.manage',
       )
-      const tenant = await app.tenancy.models.Tenant.findById(workspace.tenantId).lean()
-      if (tenant === null) throw new Error(`workspace ${workspace._id} has no tenant`)
+      const tenant = await access.tenantOf(workspace)
       const { email, role } = request.body
       const user = await users.byEmail(email)
       if (user !== null) {

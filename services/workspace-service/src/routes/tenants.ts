@@ -92,36 +92,9 @@ export const tenantRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (request) => {
-      const mine = await tenants.listMine(userOf(request).sub)
-      return {
-        items: mine.flatMap((tenant) =>
-          tenant.role === undefined
-            ? []
-            : [
-                {
-                  ...tenant,
-                  role: tenant.role,
-                  createdAt: tenant.createdAt.toISOString(),
-                  updatedAt: tenant.updatedAt.toISOString(),
-                },
-              ],
-        ),
-      }
+      return { items: await tenants.listMine(userOf(request).sub) }
     },
   )
-
-  const view = (
-    tenant: Parameters<typeof tenantView>[0],
-    role: z.infer<typeof TenantRoleSchema>,
-  ) => {
-    const shown = tenantView(tenant)
-    return {
-      ...shown,
-      role,
-      createdAt: shown.createdAt.toISOString(),
-      updatedAt: shown.updatedAt.toISOString(),
-    }
-  }
 
   app.get(
     '/:tid',
@@ -137,7 +110,7 @@ export const tenantRoutes: FastifyPluginAsyncZod = async (app) => {
         request.params.tid,
         'tenant.read',
       )
-      return view(tenant, membership.role)
+      return tenantView(tenant, membership.role)
     },
   )
 
@@ -157,7 +130,7 @@ export const tenantRoutes: FastifyPluginAsyncZod = async (app) => {
         'tenant.update',
       )
       const updated = await tenants.update(tenant, request.body, actorOf(request))
-      return view(updated, membership.role)
+      return tenantView(updated, membership.role)
     },
   )
 

@@ -37,7 +37,7 @@ const isDay = (value: string) => /^\d{4}-\d{2}-\d{2}$/.test(value)
 
 /** Usage from the ledger and where the monthly budget stands (API.md §4). */
 export const usageRoutes: FastifyPluginAsyncZod = async (app) => {
-  const { access, ledger, quota, models } = app.tenancy
+  const { access, ledger, quota } = app.tenancy
   app.addHook('onRequest', app.requireUser)
 
   async function scopeOf(
@@ -46,8 +46,7 @@ export const usageRoutes: FastifyPluginAsyncZod = async (app) => {
     permission: 'usage.read-own' | 'quota.read',
   ) {
     const { workspace, member } = await access.workspace(userId, workspaceId, permission)
-    const tenant = await models.Tenant.findById(workspace.tenantId).lean()
-    if (tenant === null) throw new Error(`workspace ${workspace._id} has no tenant`)
+    const tenant = await access.tenantOf(workspace)
     return { workspace, member, tenant }
   }
 

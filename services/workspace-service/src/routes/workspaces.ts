@@ -1,14 +1,25 @@
 import { errorResponses, userOf } from '@platform/service-kit'
+import type { WorkspaceRole } from '@platform/shared-types'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import { InvalidRequest, NotFound } from '../errors.js'
+import { InvalidRequest } from '../errors.js'
 import { actorOf } from '../lib/audit-log.js'
 import { decodeCursor, encodeCursor, PageQuerySchema } from '../lib/cursor.js'
+import type { WorkspaceDocument } from '../lib/models.js'
 import { DisplayNameSchema, idParam, isoTime, pageSchema, WorkspaceViewSchema } from './schemas.js'
 
 const WorkspaceDetailSchema = WorkspaceViewSchema.extend({
   createdAt: isoTime,
   policyVersion: z.number(),
+})
+
+const detailOf = (workspace: WorkspaceDocument, role: WorkspaceRole) => ({
+  id: workspace._id,
+  tenantId: workspace.tenantId,
+  name: workspace.name,
+  role,
+  createdAt: workspace.createdAt.toISOString(),
+  policyVersion: workspace.policyVersion,
 })
 
 /** Workspaces: list mine, create, read, rename, delete and restore (API.md §4). */
@@ -90,14 +101,7 @@ export const workspaceRoutes: FastifyPluginAsyncZod = async (app) => {
         request.params.wid,
         'workspace.read',
       )
-      return {
-        id: workspace._id,
-        tenantId: workspace.tenantId,
-        name: workspace.name,
-        role: member.role,
-        createdAt: workspace.createdAt.toISOString(),
-        policyVersion: workspace.policyVersion,
-      }
+      return detailOf(workspace, member.role)
     },
   )
 
@@ -117,14 +121,7 @@ export const workspaceRoutes: FastifyPluginAsyncZod = async (app) => {
         'workspace.update',
       )
       const renamed = await workspaces.rename(workspace, request.body.name, actorOf(request))
-      return {
-        id: renamed._id,
-        tenantId: renamed.tenantId,
-        name: renamed.name,
-        role: member.role,
-        createdAt: renamed.createdAt.toISOString(),
-        policyVersion: renamed.policyVersion,
-      }
+      return detailOf(renamed, member.role)
     },
   )
 
@@ -163,16 +160,8 @@ export const workspaceRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (request) => {
-      const restored = await workspaces.restore(request.params.wid, actorOf(request))
-      if (restored === null) throw new NotFound(`Workspace ${request.params.wid} not found`)
-      return {
-        id: restored._id,
-        tenantId: restored.tenantId,
-        name: restored.name,
-        role: 'owner' as const,
-        createdAt: restored.createdAt.toISOString(),
-        policyVersion: restored.policyVersion,
-      }
+      // Only an owner can restore, so the caller's role is owner.
+      return detailOf(await workspaces.restore(request.params.wid, actorOf(request)), 'owner')
     },
   )
 }
