@@ -225,10 +225,13 @@ async function appendThroughput(stack: Stack) {
   }
   const retrySeconds = (performance.now() - retryStarted) / 1000
 
-  const scratch = stack.app.mongo.db?.collection<ReturnType<typeof ledgerRow>>(
+  const db = stack.app.mongo.db
+  if (db === undefined) throw new Error('no database handle')
+  // Created up front: concurrent first inserts race to create it, and the loser's exception
+  // crashes mongod under Wine.
+  const scratch = await db.createCollection<ReturnType<typeof ledgerRow>>(
     `bench_scratch_${randomBytes(3).toString('hex')}`,
   )
-  if (scratch === undefined) throw new Error('no database handle')
   const recordedAt = new Date()
   const rawBatches = batches.map((batch) =>
     batch.map((row) => ledgerRow({ ...row, callId: randomUUID() }, recordedAt)),

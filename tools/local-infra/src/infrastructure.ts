@@ -64,8 +64,7 @@ export async function provideInfrastructure(
       port,
       dbPath: join(options.dataDir, 'mongo', 'data'),
       winePrefix: join(options.dataDir, 'mongo', 'wine-prefix'),
-      logPath:
-        options.purpose === 'local' ? join(options.dataDir, 'mongo', 'mongod.log') : undefined,
+      logPath: join(options.dataDir, 'mongo', 'mongod.log'),
       ttlMonitorSleepSecs: options.purpose === 'test' ? 1 : undefined,
       detached,
       report,

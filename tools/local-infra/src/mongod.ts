@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { mkdir, rename, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -32,7 +33,11 @@ export interface MongodOptions {
   winePrefix: string
   /** Seconds between TTL sweeps; MongoDB's default is 60, tests want 1. */
   ttlMonitorSleepSecs?: number
-  logPath?: string
+  /**
+   * mongod's log file. Always a file: under Wine, mongod writing its log (slow-operation lines
+   * carry whole commands) into a pipe its parent drains late drops every client connection.
+   */
+  logPath: string
   /** A separate process group keeps a terminal's Ctrl-C from reaching the server before its owner. */
   detached: boolean
   report: Report
@@ -151,6 +156,14 @@ async function ensureReplicaSet(url: string, host: string): Promise<void> {
   }
 }
 
+function logTail(logPath: string): string {
+  try {
+    return readFileSync(logPath, 'utf8').slice(-4096)
+  } catch {
+    return ''
+  }
+}
+
 /** Starts a real mongod as a one-member replica set and waits until it accepts writes. */
 export async function startMongod(options: MongodOptions): Promise<RunningServer> {
   const binary = await locateMongod(options.report)
@@ -169,11 +182,13 @@ export async function startMongod(options: MongodOptions): Promise<RunningServer
     // Full-time diagnostic data capture hangs mongod under Wine, and tests never read it.
     '--setParameter',
     'diagnosticDataCollectionEnabled=false',
+    '--logpath',
+    path(options.logPath),
+    '--logappend',
   ]
   if (options.ttlMonitorSleepSecs !== undefined) {
     args.push('--setParameter', `ttlMonitorSleepSecs=${options.ttlMonitorSleepSecs}`)
   }
-  if (options.logPath !== undefined) args.push('--logpath', path(options.logPath), '--logappend')
 
   let server: ReturnType<typeof spawnServer>
   let description: string
@@ -200,7 +215,7 @@ export async function startMongod(options: MongodOptions): Promise<RunningServer
     await waitUntilReady({
       what: description,
       child: server.child,
-      output: server.output,
+      output: () => `${server.output()}${logTail(options.logPath)}`,
       probe: () => ping(url),
       timeoutMs: 120_000,
     })
