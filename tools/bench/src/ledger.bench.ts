@@ -187,6 +187,7 @@ async function newTenant(stack: Stack) {
 }
 
 async function appendThroughput(stack: Stack) {
+  log(`appending ${appendRecords} records over HTTP`)
   const scope = await newTenant(stack)
   // Settled calls arrive as they end: each batch spans the last minute or so.
   const from = Date.now() - 60_000
@@ -402,9 +403,7 @@ async function main() {
   let stack: Stack | undefined
   try {
     stack = await startStack(infrastructure.mongoUrl, infrastructure.redisUrl)
-    const append = phases.has('append')
-      ? (log(`appending ${appendRecords} records over HTTP`), await appendThroughput(stack))
-      : undefined
+    const append = phases.has('append') ? await appendThroughput(stack) : undefined
     const usage = phases.has('usage') ? await usageByDay(stack) : undefined
     const exported = phases.has('export') ? await exportMemory(stack) : undefined
     const results = { append, usage, export: exported }
