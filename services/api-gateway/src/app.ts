@@ -1,16 +1,25 @@
 import { createServiceApp, mongoPlugin, redisPlugin } from '@platform/service-kit'
 import type { FastifyInstance } from 'fastify'
 import type { DestinationStream } from 'pino'
-import type { GatewayConfig } from './config.js'
+import { type GatewayConfig, libreChatSettingsOf } from './config.js'
+import { LibreChatNotConfigured } from './errors.js'
+import { doorPlugin } from './plugins/door.js'
+import { libreChatPlugin } from './plugins/librechat.js'
+import { libreChatAuthRoutes } from './routes/librechat-auth.js'
+import { libreChatProxyRoutes } from './routes/librechat-proxy.js'
 import { upstreamRoutes, upstreamsFrom } from './routes/upstreams.js'
 
 export const SERVICE_NAME = 'api-gateway'
 
 export interface BuildOptions {
   logDestination?: DestinationStream
+  /** The gateway's own database (tests give each app its own). */
+  dbName?: string
+  /** Prepended to every Redis key (tests give each app its own). */
+  redisKeyPrefix?: string
 }
 
-/** The gateway: the one public door in front of the services (and, later, LibreChat). */
+/** The gateway: the one public door in front of the services and LibreChat. */
 export async function buildApp(
   config: GatewayConfig,
   options: BuildOptions = {},
@@ -24,11 +33,30 @@ export async function buildApp(
     // The gateway is the edge: what a client says about forwarding is never believed.
     trustProxy: false,
   })
-  await app.register(mongoPlugin, { url: config.MONGO_URL, dbName: 'gateway' })
-  await app.register(redisPlugin, { url: config.REDIS_URL })
+  await app.register(mongoPlugin, { url: config.MONGO_URL, dbName: options.dbName ?? 'gateway' })
+  await app.register(redisPlugin, { url: config.REDIS_URL, keyPrefix: options.redisKeyPrefix })
+  await app.register(doorPlugin, { config })
   await app.register(upstreamRoutes, {
     upstreams: upstreamsFrom(config),
     timeoutMs: config.UPSTREAM_TIMEOUT_MS,
   })
+
+  const libreChat = libreChatSettingsOf(config)
+  if (libreChat === undefined) {
+    const notConfigured = async () => {
+      throw new LibreChatNotConfigured()
+    }
+    app.all('/api', notConfigured)
+    app.all('/api/*', notConfigured)
+    app.route({ method: ['GET', 'HEAD'], url: '/', handler: notConfigured })
+    app.route({ method: ['GET', 'HEAD'], url: '/*', handler: notConfigured })
+    return app
+  }
+  await app.register(libreChatPlugin, {
+    settings: libreChat,
+    upstreamTimeoutMs: config.UPSTREAM_TIMEOUT_MS,
+  })
+  await app.register(libreChatAuthRoutes, { authServiceUrl: config.AUTH_SERVICE_URL })
+  await app.register(libreChatProxyRoutes, { streamAbandonGraceMs: config.STREAM_ABANDON_GRACE_MS })
   return app
 }

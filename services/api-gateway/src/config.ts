@@ -7,22 +7,86 @@ import {
   portEnv,
   positiveIntEnv,
   redisUrlEnv,
+  secretEnv,
+  stringEnv,
 } from '@platform/service-kit'
 import { z } from 'zod'
 
-const ConfigSchema = z.object({
-  ...commonConfigShape,
-  GATEWAY_PORT: portEnv(8080),
-  PUBLIC_URL: optionalEnv(httpUrlEnv),
-  MONGO_URL: mongoUrlEnv,
-  REDIS_URL: redisUrlEnv,
-  AUTH_SERVICE_URL: optionalEnv(httpUrlEnv),
-  WORKSPACE_SERVICE_URL: optionalEnv(httpUrlEnv),
-  CODE_RUNTIME_URL: optionalEnv(httpUrlEnv),
-  /** How long an upstream may take to start answering before the gateway gives up (ms). */
-  UPSTREAM_TIMEOUT_MS: positiveIntEnv(30_000),
-})
+/** A Chrome on Linux: what LibreChat's `uaParser` must see on every bridged call (librechat-api.md §8.1). */
+const BROWSER_USER_AGENT =
+  'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
+
+const ConfigSchema = z
+  .object({
+    ...commonConfigShape,
+    GATEWAY_PORT: portEnv(8080),
+    /** The public base URL: the issuer of the platform tokens the gateway accepts. */
+    PUBLIC_URL: httpUrlEnv,
+    MONGO_URL: mongoUrlEnv,
+    REDIS_URL: redisUrlEnv,
+    AUTH_SERVICE_URL: httpUrlEnv,
+    WORKSPACE_SERVICE_URL: httpUrlEnv,
+    CODE_RUNTIME_URL: optionalEnv(httpUrlEnv),
+    /** Presented to the auth-service for the service token the gateway's internal calls carry. */
+    SERVICE_SECRET_GATEWAY: secretEnv,
+    /** LibreChat's address, its MongoDB and its JWT_SECRET: all three or none (API.md §9). */
+    LIBRECHAT_URL: optionalEnv(httpUrlEnv),
+    LIBRECHAT_MONGO_URL: optionalEnv(mongoUrlEnv),
+    LIBRECHAT_JWT_SECRET: optionalEnv(z.string().min(16, 'must be at least 16 characters')),
+    /** Lifetime of the LibreChat tokens minted per call; LibreChat cannot revoke them. */
+    LIBRECHAT_TOKEN_TTL_SECONDS: positiveIntEnv(300),
+    LIBRECHAT_USER_AGENT: stringEnv(BROWSER_USER_AGENT),
+    /**
+     * How long a chat stream whose client went away before the final frame may wait for a
+     * reconnect before the gateway aborts its generation (ARCHITECTURE §6).
+     */
+    STREAM_ABANDON_GRACE_MS: positiveIntEnv(10_000),
+    /** How long a membership (and so a role) read from the workspace-service is reused. */
+    MEMBERSHIP_CACHE_MS: positiveIntEnv(10_000),
+    /** The largest request body the gateway reads where policy must inspect it. */
+    POLICY_BODY_LIMIT_BYTES: positiveIntEnv(3 * 1024 * 1024),
+    /** How long an upstream may take to start answering before the gateway gives up (ms). */
+    UPSTREAM_TIMEOUT_MS: positiveIntEnv(30_000),
+  })
+  .superRefine((config, ctx) => {
+    const group = ['LIBRECHAT_URL', 'LIBRECHAT_MONGO_URL', 'LIBRECHAT_JWT_SECRET'] as const
+    const set = group.filter((name) => config[name] !== undefined)
+    if (set.length > 0 && set.length < group.length) {
+      for (const name of group.filter((variable) => config[variable] === undefined))
+        ctx.addIssue({
+          code: 'custom',
+          path: [name],
+          message: `is required when ${set.join(', ')} ${set.length === 1 ? 'is' : 'are'} set (all three or none)`,
+        })
+    }
+  })
 
 export type GatewayConfig = z.infer<typeof ConfigSchema>
+
+/** LibreChat's settings when the gateway fronts one. */
+export interface LibreChatSettings {
+  url: string
+  mongoUrl: string
+  jwtSecret: string
+  tokenTtlSeconds: number
+  userAgent: string
+}
+
+export function libreChatSettingsOf(config: GatewayConfig): LibreChatSettings | undefined {
+  const { LIBRECHAT_URL, LIBRECHAT_MONGO_URL, LIBRECHAT_JWT_SECRET } = config
+  if (
+    LIBRECHAT_URL === undefined ||
+    LIBRECHAT_MONGO_URL === undefined ||
+    LIBRECHAT_JWT_SECRET === undefined
+  )
+    return undefined
+  return {
+    url: LIBRECHAT_URL,
+    mongoUrl: LIBRECHAT_MONGO_URL,
+    jwtSecret: LIBRECHAT_JWT_SECRET,
+    tokenTtlSeconds: config.LIBRECHAT_TOKEN_TTL_SECONDS,
+    userAgent: config.LIBRECHAT_USER_AGENT,
+  }
+}
 
 export const loadConfig = (env: NodeJS.ProcessEnv): GatewayConfig => parseConfig(ConfigSchema, env)

@@ -6,6 +6,14 @@ import { describe, expect, it } from 'vitest'
 
 const serviceDir = fileURLToPath(new URL('..', import.meta.url))
 
+/** Where the gateway's neighbours would be: nothing answers there, and boot does not need them. */
+const NEIGHBOURS = {
+  PUBLIC_URL: 'http://platform.test',
+  AUTH_SERVICE_URL: 'http://127.0.0.1:9',
+  WORKSPACE_SERVICE_URL: 'http://127.0.0.1:9',
+  SERVICE_SECRET_GATEWAY: 'gateway-test-secret-0123456789abcdefghijklmnop',
+}
+
 /** Runs src/server.ts as a real process and watches its port while it lives. */
 function runServer(env: NodeJS.ProcessEnv, port: number) {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
@@ -29,7 +37,7 @@ describe('the gateway process', () => {
   it('exits non-zero naming both bad variables, and never binds its port', async () => {
     const port = await findFreePort()
     const server = runServer(
-      { MONGO_URL: 'postgres://not-mongo', REDIS_URL: 'localhost:6379' },
+      { ...NEIGHBOURS, MONGO_URL: 'postgres://not-mongo', REDIS_URL: 'localhost:6379' },
       port,
     )
     const bound = await portEverOpened(port, server.exit)
@@ -49,7 +57,10 @@ describe('the gateway process', () => {
 
   it('serves on its port with a good environment and exits 0 on SIGTERM', async () => {
     const port = await findFreePort()
-    const server = runServer({ MONGO_URL: testMongoUrl(), REDIS_URL: testRedisUrl() }, port)
+    const server = runServer(
+      { ...NEIGHBOURS, MONGO_URL: testMongoUrl(), REDIS_URL: testRedisUrl() },
+      port,
+    )
     const deadline = Date.now() + 30_000
     let status = 0
     while (Date.now() < deadline && status !== 200) {

@@ -1,8 +1,8 @@
-import type { IncomingHttpHeaders } from 'node:http'
 import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config.js'
-import { UpstreamNotConfigured, UpstreamTimeout, UpstreamUnavailable } from '../errors.js'
+import { UpstreamNotConfigured } from '../errors.js'
+import { forwardedHeaders, upstreamFailure } from '../lib/forwarding.js'
 
 interface Upstream {
   /** The path prefix this upstream owns, kept as it is on the way through. */
@@ -20,38 +20,6 @@ export function upstreamsFrom(config: GatewayConfig): Upstream[] {
   ]
 }
 
-/** Identity and forwarding headers a client may not set for itself. */
-const CLIENT_HEADERS_STRIPPED = [
-  'x-forwarded-for',
-  'x-forwarded-host',
-  'x-forwarded-proto',
-  'x-forwarded-port',
-  'x-real-ip',
-  'forwarded',
-  'x-tenant-id',
-  'x-workspace-id',
-  'x-user-id',
-]
-
-function forwardedHeaders(
-  request: { ip: string; protocol: string; id: string },
-  headers: IncomingHttpHeaders,
-): IncomingHttpHeaders {
-  const rewritten: IncomingHttpHeaders = { ...headers }
-  for (const name of CLIENT_HEADERS_STRIPPED) delete rewritten[name]
-  rewritten['x-forwarded-for'] = request.ip
-  rewritten['x-forwarded-proto'] = request.protocol
-  rewritten['x-request-id'] = request.id
-  return rewritten
-}
-
-/** Maps a connection failure, which @fastify/reply-from answers in a shape of its own, to ours. */
-function upstreamFailure(service: string, error: Error & { code?: unknown }) {
-  const timedOut =
-    error.code === 'FST_REPLY_FROM_GATEWAY_TIMEOUT' || error.code === 'UND_ERR_CONNECT_TIMEOUT'
-  return timedOut ? new UpstreamTimeout(service) : new UpstreamUnavailable(service)
-}
-
 export interface UpstreamRoutesOptions {
   upstreams: Upstream[]
   timeoutMs: number
@@ -62,10 +30,13 @@ export interface UpstreamRoutesOptions {
  * 503 so a client can tell "not deployed" from "no such route"; /internal is never routed.
  */
 export async function upstreamRoutes(app: FastifyInstance, options: UpstreamRoutesOptions) {
-  // Claimed explicitly so no later prefix or wildcard can ever route them.
+  // Reserved prefixes no upstream here serves (the egress routes live on their own port),
+  // claimed explicitly so no wildcard, such as the chat web UI's, can ever route them.
   const notFound = async (_request: FastifyRequest, reply: FastifyReply) => reply.callNotFound()
-  app.all('/internal', notFound)
-  app.all('/internal/*', notFound)
+  for (const prefix of ['/internal', '/llm', '/mcp', '/auth', '/dev']) {
+    app.all(prefix, notFound)
+    app.all(`${prefix}/*`, notFound)
+  }
 
   for (const upstream of options.upstreams) {
     if (upstream.url === undefined) {
@@ -81,6 +52,8 @@ export async function upstreamRoutes(app: FastifyInstance, options: UpstreamRout
       prefix: upstream.prefix,
       rewritePrefix: upstream.prefix,
       undici: { headersTimeout: options.timeoutMs, connectTimeout: 5000 },
+      // Dev Mode's console is a WebSocket; the runtime authenticates its first message.
+      websocket: upstream.service === 'code-runtime',
       replyOptions: {
         rewriteRequestHeaders: (request, headers) => forwardedHeaders(request, headers),
         onError: (reply, { error }) => {

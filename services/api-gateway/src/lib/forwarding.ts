@@ -1,0 +1,56 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import { UpstreamTimeout, UpstreamUnavailable } from '../errors.js'
+
+/** Identity and forwarding headers a client may not set for itself (ARCHITECTURE §3). */
+const CLIENT_HEADERS_STRIPPED = [
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'x-forwarded-port',
+  'x-forwarded-prefix',
+  'x-real-ip',
+  'forwarded',
+  'x-tenant-id',
+  'x-workspace-id',
+  'x-user-id',
+  'x-librechat-user-id',
+]
+
+/** What every upstream hears about the client: the gateway's word, never the client's. */
+export function forwardedHeaders(
+  request: { ip: string; protocol: string; id: string },
+  headers: IncomingHttpHeaders,
+): IncomingHttpHeaders {
+  const rewritten: IncomingHttpHeaders = { ...headers }
+  for (const name of CLIENT_HEADERS_STRIPPED) delete rewritten[name]
+  rewritten['x-forwarded-for'] = request.ip
+  rewritten['x-forwarded-proto'] = request.protocol
+  rewritten['x-request-id'] = request.id
+  return rewritten
+}
+
+/**
+ * What LibreChat hears: the client's own credentials never (its cookies could select another
+ * LibreChat auth strategy, librechat-api.md §1.1), the member's minted token instead, and a
+ * browser User-Agent, without which LibreChat refuses the call and bans user and IP (§8.1).
+ */
+export function libreChatHeaders(
+  request: { ip: string; protocol: string; id: string },
+  headers: IncomingHttpHeaders,
+  bridged: { token: string | null; userAgent: string },
+): IncomingHttpHeaders {
+  const rewritten = forwardedHeaders(request, headers)
+  delete rewritten.authorization
+  delete rewritten.cookie
+  delete rewritten['proxy-authorization']
+  if (bridged.token !== null) rewritten.authorization = `Bearer ${bridged.token}`
+  rewritten['user-agent'] = bridged.userAgent
+  return rewritten
+}
+
+/** Maps a connection failure, which @fastify/reply-from answers in a shape of its own, to ours. */
+export function upstreamFailure(service: string, error: Error & { code?: unknown }) {
+  const timedOut =
+    error.code === 'FST_REPLY_FROM_GATEWAY_TIMEOUT' || error.code === 'UND_ERR_CONNECT_TIMEOUT'
+  return timedOut ? new UpstreamTimeout(service) : new UpstreamUnavailable(service)
+}

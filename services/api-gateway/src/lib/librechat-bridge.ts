@@ -1,0 +1,182 @@
+import { isDuplicateKeyError } from '@platform/service-kit'
+import { SignJWT } from 'jose'
+import { type Connection, Types } from 'mongoose'
+
+/** Who a LibreChat user is on the platform: one per (workspace, user) membership. */
+export interface BridgedMember {
+  tenantId: string
+  workspaceId: string
+  userId: string
+}
+
+export interface LibreChatIdentity extends BridgedMember {
+  /** The LibreChat user's `_id` as a hex string: the `id` of the tokens minted for it. */
+  libreChatUserId: string
+  email: string
+}
+
+interface IdentityDocument {
+  /** `<workspaceId>:<userId>`: the forward direction's unique key. */
+  _id: string
+  libreChatUserId: string
+  tenantId: string
+  workspaceId: string
+  userId: string
+  email: string
+  createdAt: Date
+}
+
+export interface LibreChatBridgeOptions {
+  /** The gateway's own database, which keeps the mapping. */
+  gateway: Connection
+  /** LibreChat's database, where the mapped users live (librechat-api.md §1.4). */
+  libreChat: Connection
+  jwtSecret: string
+  tokenTtlSeconds: number
+  now?: () => number
+}
+
+/**
+ * A deterministic, undeliverable address (RFC 2606 `.invalid`) per membership: LibreChat requires
+ * an email and keeps it unique, and the same membership always names the same user.
+ */
+export const bridgedEmail = (member: Pick<BridgedMember, 'workspaceId' | 'userId'>) =>
+  `w${member.workspaceId}.u${member.userId}@members.invalid`.toLowerCase()
+
+const MAX_CACHED = 50_000
+
+/**
+ * The LibreChat identity bridge (ARCHITECTURE §3). Each membership gets its own LibreChat user,
+ * so LibreChat's per-user ownership isolates conversations, agents and files per workspace.
+ * The mapping is written first, with the LibreChat id chosen up front, so concurrent first
+ * requests converge on one mapping; the LibreChat user is then upserted by that `_id`, which its
+ * unique index makes race-free too. Mappings never change once written, so they are cached.
+ */
+export function createLibreChatBridge(options: LibreChatBridgeOptions) {
+  const now = options.now ?? Date.now
+  const identities = options.gateway.collection<IdentityDocument>('librechat_identities')
+  const users = options.libreChat.collection('users')
+  const secret = new TextEncoder().encode(options.jwtSecret)
+  const forward = new Map<string, LibreChatIdentity>()
+  const reverse = new Map<string, LibreChatIdentity>()
+  const tokens = new Map<string, { token: string; renewAt: number }>()
+
+  const remember = (identity: LibreChatIdentity) => {
+    if (forward.size >= MAX_CACHED) forward.clear()
+    if (reverse.size >= MAX_CACHED) reverse.clear()
+    forward.set(`${identity.workspaceId}:${identity.userId}`, identity)
+    reverse.set(identity.libreChatUserId, identity)
+    return identity
+  }
+
+  const identityOf = (document: IdentityDocument): LibreChatIdentity => ({
+    libreChatUserId: document.libreChatUserId,
+    tenantId: document.tenantId,
+    workspaceId: document.workspaceId,
+    userId: document.userId,
+    email: document.email,
+  })
+
+  async function ensureIndexes() {
+    await identities.createIndex({ libreChatUserId: 1 }, { unique: true })
+  }
+
+  /** Claims a mapping for the membership, or reads the one a concurrent request claimed. */
+  async function mappingFor(member: BridgedMember): Promise<IdentityDocument> {
+    const key = `${member.workspaceId}:${member.userId}`
+    const existing = await identities.findOne({ _id: key })
+    if (existing !== null) return existing
+    const document: IdentityDocument = {
+      _id: key,
+      libreChatUserId: new Types.ObjectId().toHexString(),
+      tenantId: member.tenantId,
+      workspaceId: member.workspaceId,
+      userId: member.userId,
+      email: bridgedEmail(member),
+      createdAt: new Date(now()),
+    }
+    try {
+      await identities.insertOne(document)
+      return document
+    } catch (error) {
+      if (!isDuplicateKeyError(error)) throw error
+      const winner = await identities.findOne({ _id: key })
+      if (winner === null) throw error
+      return winner
+    }
+  }
+
+  /** Makes sure LibreChat has the mapped user (fields as librechat-api.md §1.4 lists them). */
+  async function provision(document: IdentityDocument): Promise<IdentityDocument> {
+    const at = new Date(now())
+    try {
+      await users.updateOne(
+        { _id: new Types.ObjectId(document.libreChatUserId) },
+        {
+          $setOnInsert: {
+            email: document.email,
+            emailVerified: true,
+            provider: 'local',
+            role: 'USER',
+            username: `w${document.workspaceId}-u${document.userId}`.toLowerCase().slice(0, 80),
+            name: 'Workspace member',
+            createdAt: at,
+            updatedAt: at,
+          },
+        },
+        { upsert: true },
+      )
+      return document
+    } catch (error) {
+      // The email is taken: a user provisioned for this membership before the mapping was lost.
+      // Adopt it rather than leave the member locked out of their conversations.
+      if (!isDuplicateKeyError(error)) throw error
+      const holder = await users.findOne({ email: document.email }, { projection: { _id: 1 } })
+      if (holder === null) throw error
+      const adopted = { ...document, libreChatUserId: String(holder._id) }
+      await identities.updateOne(
+        { _id: document._id },
+        { $set: { libreChatUserId: adopted.libreChatUserId } },
+      )
+      return adopted
+    }
+  }
+
+  async function identityFor(member: BridgedMember): Promise<LibreChatIdentity> {
+    const cached = forward.get(`${member.workspaceId}:${member.userId}`)
+    if (cached !== undefined) return cached
+    const mapping = await provision(await mappingFor(member))
+    return remember(identityOf(mapping))
+  }
+
+  /** The platform member behind a LibreChat user id, or null for users the bridge never made. */
+  async function memberOf(libreChatUserId: string): Promise<LibreChatIdentity | null> {
+    const cached = reverse.get(libreChatUserId)
+    if (cached !== undefined) return cached
+    const document = await identities.findOne({ libreChatUserId })
+    return document === null ? null : remember(identityOf(document))
+  }
+
+  /**
+   * A LibreChat access token for the user (HS256 `{id}`, librechat-api.md §1.1), reused until half
+   * its life has passed so a busy member does not cost a signature per request.
+   */
+  async function tokenFor(libreChatUserId: string): Promise<string> {
+    const cached = tokens.get(libreChatUserId)
+    const at = now()
+    if (cached !== undefined && cached.renewAt > at) return cached.token
+    const issuedAt = Math.floor(at / 1000)
+    const token = await new SignJWT({ id: libreChatUserId })
+      .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+      .setIssuedAt(issuedAt)
+      .setExpirationTime(issuedAt + options.tokenTtlSeconds)
+      .sign(secret)
+    if (tokens.size >= MAX_CACHED) tokens.clear()
+    tokens.set(libreChatUserId, { token, renewAt: at + (options.tokenTtlSeconds * 1000) / 2 })
+    return token
+  }
+
+  return { ensureIndexes, identityFor, memberOf, tokenFor }
+}
+
+export type LibreChatBridge = ReturnType<typeof createLibreChatBridge>

@@ -1,0 +1,113 @@
+import { Transform } from 'node:stream'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Redis } from 'ioredis'
+
+/** A generation LibreChat runs for one member, named by its stream id (== conversation id). */
+export interface WatchedStream {
+  tenantId: string
+  streamId: string
+  libreChatUserId: string
+}
+
+export interface StreamWatchOptions {
+  redis: Redis
+  /** How long a stream left before its final frame waits for a reconnect (ARCHITECTURE §6). */
+  graceMs: number
+  /** Ends the generation if it still runs: status check, then abort with the stream id. */
+  abort: (stream: WatchedStream) => Promise<void>
+  log: FastifyBaseLogger
+}
+
+/** Keeps the subscriber count of a stream an hour after its last change, whatever happens. */
+const COUNT_TTL_SECONDS = 3600
+
+const subscribersKey = (stream: WatchedStream) =>
+  `gw:stream-subscribers:{${stream.tenantId}}:${stream.streamId}`
+
+/**
+ * Aborts abandoned generations and only those. LibreChat keeps generating after a client goes
+ * away, which is what lets a reloaded page resume; so when a client leaves a stream before its
+ * final frame, the gateway waits `graceMs` and aborts only if nobody, on any gateway replica,
+ * has subscribed to that stream since. The count of open subscriptions lives in Redis for that.
+ */
+export function createStreamWatch(options: StreamWatchOptions) {
+  const { redis, log } = options
+  const timers = new Set<NodeJS.Timeout>()
+
+  async function settle(stream: WatchedStream) {
+    try {
+      const open = Number((await redis.get(subscribersKey(stream))) ?? '0')
+      if (open > 0) return
+    } catch (error) {
+      // Without the count a reconnect on another replica cannot be seen; a generation left
+      // running costs less than one cut off under a reader.
+      log.warn({ err: error, streamId: stream.streamId }, 'stream watch could not read subscribers')
+      return
+    }
+    try {
+      await options.abort(stream)
+    } catch (error) {
+      log.warn({ err: error, streamId: stream.streamId }, 'could not abort an abandoned stream')
+    }
+  }
+
+  /** Counts a subscription; call `ended(sawFinal)` exactly once when its client connection ends. */
+  async function subscribe(stream: WatchedStream) {
+    const key = subscribersKey(stream)
+    await redis.multi().incr(key).expire(key, COUNT_TTL_SECONDS).exec()
+    let done = false
+    return {
+      async ended(sawFinal: boolean) {
+        if (done) return
+        done = true
+        await redis
+          .multi()
+          .decr(key)
+          .expire(key, COUNT_TTL_SECONDS)
+          .exec()
+          .catch((error: unknown) => log.warn({ err: error }, 'stream watch lost a count'))
+        if (sawFinal) return
+        const timer = setTimeout(() => {
+          timers.delete(timer)
+          void settle(stream)
+        }, options.graceMs)
+        timer.unref()
+        timers.add(timer)
+      },
+    }
+  }
+
+  return {
+    subscribe,
+    close() {
+      for (const timer of timers) clearTimeout(timer)
+      timers.clear()
+    },
+  }
+}
+
+export type StreamWatch = ReturnType<typeof createStreamWatch>
+
+const FINAL_MARK = '"final":true'
+
+/**
+ * Passes an SSE body through untouched, chunk for chunk, and calls `onFinal` once the frame that
+ * ends a LibreChat generation (`{"final":true,…}`) has gone by. The mark may straddle chunks, so
+ * the end of each chunk is kept for the next search.
+ */
+export function finalFrameSpy(onFinal: () => void): Transform {
+  let tail = ''
+  let seen = false
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      if (!seen) {
+        const text = tail + chunk.toString('latin1')
+        if (text.includes(FINAL_MARK)) {
+          seen = true
+          onFinal()
+        } else tail = text.slice(-(FINAL_MARK.length - 1))
+      }
+      callback(null, chunk)
+    },
+  })
+}
