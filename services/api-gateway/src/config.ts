@@ -43,8 +43,6 @@ const ConfigSchema = z
     STREAM_ABANDON_GRACE_MS: positiveIntEnv(10_000),
     /** How long a membership (and so a role) read from the workspace-service is reused. */
     MEMBERSHIP_CACHE_MS: positiveIntEnv(10_000),
-    /** The largest request body the gateway reads where policy must inspect it. */
-    POLICY_BODY_LIMIT_BYTES: positiveIntEnv(3 * 1024 * 1024),
     /** How long an upstream may take to start answering before the gateway gives up (ms). */
     UPSTREAM_TIMEOUT_MS: positiveIntEnv(30_000),
   })

@@ -82,7 +82,11 @@ async function door(app: FastifyInstance, options: DoorOptions) {
       throw new Validation(
         'The request path is not in canonical form (dot segments, encoded or doubled slashes)',
       )
-    if (isUnservedPath(path)) return reply.callNotFound()
+    if (isUnservedPath(path)) {
+      // A path no route matched is on its way to the 404 handler already.
+      if (request.is404) return
+      return reply.callNotFound()
+    }
     const access = doorAccess(request.method, path)
     if (access === 'public') return
     if (access === 'optional') {
