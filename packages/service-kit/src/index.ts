@@ -52,7 +52,7 @@ export {
 export { healthPlugin, type Readiness, type ReadinessCheck } from './plugins/health.js'
 export { metricsPlugin } from './plugins/metrics.js'
 export { isDuplicateKeyError, type MongoOptions, mongoPlugin } from './plugins/mongo.js'
-export { type RedisOptions, redisPlugin } from './plugins/redis.js'
+export { type RedisOptions, redisClientOptions, redisPlugin } from './plugins/redis.js'
 export { type RunServerOptions, runServer } from './run-server.js'
 export {
   bearerToken,

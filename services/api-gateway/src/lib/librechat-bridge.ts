@@ -1,6 +1,7 @@
 import { isDuplicateKeyError } from '@platform/service-kit'
 import { SignJWT } from 'jose'
 import { type Connection, Types } from 'mongoose'
+import { createLoadingCache } from './loading-cache.js'
 
 /** Who a LibreChat user is on the platform: one per (workspace, user) membership. */
 export interface BridgedMember {
@@ -44,6 +45,8 @@ export const bridgedEmail = (member: Pick<BridgedMember, 'workspaceId' | 'userId
   `w${member.workspaceId}.u${member.userId}@members.invalid`.toLowerCase()
 
 const MAX_CACHED = 50_000
+/** Mappings never change once written; the bound on their cache is its size, not time. */
+const MAPPING_TTL_MS = 24 * 3600_000
 
 /**
  * The LibreChat identity bridge (ARCHITECTURE §3). Each membership gets its own LibreChat user,
@@ -57,18 +60,6 @@ export function createLibreChatBridge(options: LibreChatBridgeOptions) {
   const identities = options.gateway.collection<IdentityDocument>('librechat_identities')
   const users = options.libreChat.collection('users')
   const secret = new TextEncoder().encode(options.jwtSecret)
-  const forward = new Map<string, LibreChatIdentity>()
-  const reverse = new Map<string, LibreChatIdentity>()
-  const tokens = new Map<string, { token: string; renewAt: number }>()
-
-  const remember = (identity: LibreChatIdentity) => {
-    if (forward.size >= MAX_CACHED) forward.clear()
-    if (reverse.size >= MAX_CACHED) reverse.clear()
-    forward.set(`${identity.workspaceId}:${identity.userId}`, identity)
-    reverse.set(identity.libreChatUserId, identity)
-    return identity
-  }
-
   const identityOf = (document: IdentityDocument): LibreChatIdentity => ({
     libreChatUserId: document.libreChatUserId,
     tenantId: document.tenantId,
@@ -142,39 +133,49 @@ export function createLibreChatBridge(options: LibreChatBridgeOptions) {
     }
   }
 
-  async function identityFor(member: BridgedMember): Promise<LibreChatIdentity> {
-    const cached = forward.get(`${member.workspaceId}:${member.userId}`)
-    if (cached !== undefined) return cached
-    const mapping = await provision(await mappingFor(member))
-    return remember(identityOf(mapping))
-  }
-
-  /** The platform member behind a LibreChat user id, or null for users the bridge never made. */
-  async function memberOf(libreChatUserId: string): Promise<LibreChatIdentity | null> {
-    const cached = reverse.get(libreChatUserId)
-    if (cached !== undefined) return cached
-    const document = await identities.findOne({ libreChatUserId })
-    return document === null ? null : remember(identityOf(document))
-  }
-
+  /** Forward: concurrent first requests of one member share one claim and one upsert. */
+  const forward = createLoadingCache<LibreChatIdentity>({
+    load: async (key) => {
+      const [tenantId = '', workspaceId = '', userId = ''] = key.split('\n')
+      const mapping = await provision(await mappingFor({ tenantId, workspaceId, userId }))
+      return identityOf(mapping)
+    },
+    ttlMs: MAPPING_TTL_MS,
+    maxEntries: MAX_CACHED,
+    now,
+  })
+  /** Reverse: the platform member behind a LibreChat user id, null for users the bridge never made. */
+  const reverse = createLoadingCache<LibreChatIdentity | null>({
+    load: async (libreChatUserId) => {
+      const document = await identities.findOne({ libreChatUserId })
+      return document === null ? null : identityOf(document)
+    },
+    ttlMs: MAPPING_TTL_MS,
+    maxEntries: MAX_CACHED,
+    now,
+  })
   /**
-   * A LibreChat access token for the user (HS256 `{id}`, librechat-api.md §1.1), reused until half
-   * its life has passed so a busy member does not cost a signature per request.
+   * A LibreChat access token for the user (HS256 `{id}`, librechat-api.md §1.1), reused for half
+   * its life so a busy member does not cost a signature per request.
    */
-  async function tokenFor(libreChatUserId: string): Promise<string> {
-    const cached = tokens.get(libreChatUserId)
-    const at = now()
-    if (cached !== undefined && cached.renewAt > at) return cached.token
-    const issuedAt = Math.floor(at / 1000)
-    const token = await new SignJWT({ id: libreChatUserId })
-      .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-      .setIssuedAt(issuedAt)
-      .setExpirationTime(issuedAt + options.tokenTtlSeconds)
-      .sign(secret)
-    if (tokens.size >= MAX_CACHED) tokens.clear()
-    tokens.set(libreChatUserId, { token, renewAt: at + (options.tokenTtlSeconds * 1000) / 2 })
-    return token
-  }
+  const tokens = createLoadingCache<string>({
+    load: async (libreChatUserId) => {
+      const issuedAt = Math.floor(now() / 1000)
+      return new SignJWT({ id: libreChatUserId })
+        .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+        .setIssuedAt(issuedAt)
+        .setExpirationTime(issuedAt + options.tokenTtlSeconds)
+        .sign(secret)
+    },
+    ttlMs: (options.tokenTtlSeconds * 1000) / 2,
+    maxEntries: MAX_CACHED,
+    now,
+  })
+
+  const identityFor = (member: BridgedMember) =>
+    forward.get(`${member.tenantId}\n${member.workspaceId}\n${member.userId}`)
+  const memberOf = (libreChatUserId: string) => reverse.get(libreChatUserId)
+  const tokenFor = (libreChatUserId: string) => tokens.get(libreChatUserId)
 
   return { ensureIndexes, identityFor, memberOf, tokenFor }
 }

@@ -8,7 +8,7 @@ import {
   integerReply,
   keySegment,
   LimitStoreUnavailableError,
-} from './rate-limits.js'
+} from './limit-store.js'
 
 export const DEFAULT_STREAM_SLOTS_KEY_PREFIX = 'gw:streams:'
 

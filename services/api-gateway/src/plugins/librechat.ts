@@ -31,6 +31,20 @@ export interface LibreChat {
    * it, and the workspace's policy. Stored on the request for the handlers after it.
    */
   bridgeMember(request: FastifyRequest): Promise<BridgedRequest>
+  /**
+   * A call the gateway itself makes to LibreChat as a bridged user (not a proxied client
+   * request): its minted token and the browser User-Agent LibreChat requires. LibreChat not
+   * answering is a `DependencyUnavailable`.
+   */
+  requestAs(libreChatUserId: string, call: LibreChatCall): Promise<{ status: number; text: string }>
+}
+
+export interface LibreChatCall {
+  method: 'GET' | 'POST'
+  path: string
+  body?: unknown
+  /** The client the call is made for, as `X-Forwarded-For` (LibreChat's limits key on it). */
+  clientIp?: string
 }
 
 export interface LibreChatPluginOptions {
@@ -98,7 +112,28 @@ async function libreChat(app: FastifyInstance, options: LibreChatPluginOptions) 
     return request.bridged
   }
 
-  const decoration: LibreChat = { settings, bridge, pool, bridgeMember }
+  async function requestAs(libreChatUserId: string, call: LibreChatCall) {
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${await bridge.tokenFor(libreChatUserId)}`,
+      'user-agent': settings.userAgent,
+      accept: 'application/json',
+    }
+    if (call.body !== undefined) headers['content-type'] = 'application/json'
+    if (call.clientIp !== undefined) headers['x-forwarded-for'] = call.clientIp
+    try {
+      const response = await pool.request({
+        method: call.method,
+        path: call.path,
+        headers,
+        ...(call.body === undefined ? {} : { body: JSON.stringify(call.body) }),
+      })
+      return { status: response.statusCode, text: await response.body.text() }
+    } catch (error) {
+      throw new DependencyUnavailable('chat service', { cause: error })
+    }
+  }
+
+  const decoration: LibreChat = { settings, bridge, pool, bridgeMember, requestAs }
   app.decorate('libreChat', decoration)
 }
 

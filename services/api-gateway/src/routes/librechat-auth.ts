@@ -1,4 +1,5 @@
 import {
+  PlatformTokenClaimsSchema,
   REFRESH_COOKIE_NAME,
   type TokenPairResponse,
   TokenPairResponseSchema,
@@ -8,17 +9,11 @@ import { decodeJwt } from 'jose'
 import { request as upstreamRequest } from 'undici'
 import { z } from 'zod'
 import { DependencyUnavailable, RouteDisabled } from '../errors.js'
-import { forwardedHeaders, libreChatHeaders } from '../lib/forwarding.js'
+import { forwardedHeaders } from '../lib/forwarding.js'
 
 export interface LibreChatAuthOptions {
   authServiceUrl: string
 }
-
-const TokenScopeSchema = z.object({
-  sub: z.string(),
-  tid: z.string().optional(),
-  wid: z.string().optional(),
-})
 
 /**
  * LibreChat's own sign-in routes, answered from the platform session (API.md §5) in the shapes
@@ -66,7 +61,7 @@ export async function libreChatAuthRoutes(app: FastifyInstance, options: LibreCh
 
   /** `{token, user}`: the platform access token and the member's LibreChat user, as `/api/user` shows it. */
   async function sessionAnswer(request: FastifyRequest, pair: TokenPairResponse) {
-    const scope = TokenScopeSchema.parse(decodeJwt(pair.accessToken))
+    const scope = PlatformTokenClaimsSchema.parse(decodeJwt(pair.accessToken))
     if (scope.wid === undefined || scope.tid === undefined)
       return { token: pair.accessToken, user: null }
     const identity = await libreChat.bridge.identityFor({
@@ -74,25 +69,13 @@ export async function libreChatAuthRoutes(app: FastifyInstance, options: LibreCh
       workspaceId: scope.wid,
       userId: scope.sub,
     })
-    const token = await libreChat.bridge.tokenFor(identity.libreChatUserId)
-    try {
-      const response = await libreChat.pool.request({
-        method: 'GET',
-        path: '/api/user',
-        headers: libreChatHeaders(
-          request,
-          { accept: 'application/json' },
-          {
-            token,
-            userAgent: libreChat.settings.userAgent,
-          },
-        ) as Record<string, string>,
-      })
-      const user: unknown = await response.body.json()
-      return { token: pair.accessToken, user: response.statusCode === 200 ? user : null }
-    } catch (error) {
-      throw new DependencyUnavailable('chat service', { cause: error })
-    }
+    const answer = await libreChat.requestAs(identity.libreChatUserId, {
+      method: 'GET',
+      path: '/api/user',
+      clientIp: request.ip,
+    })
+    const user: unknown = answer.status === 200 ? JSON.parse(answer.text) : null
+    return { token: pair.accessToken, user }
   }
 
   app.post('/api/auth/refresh', async (request, reply) => {

@@ -19,44 +19,26 @@ export async function libreChatStreamRoutes(app: FastifyInstance, options: Libre
   const { libreChat } = app
   const { settings } = libreChat
 
-  async function callAs(
-    stream: WatchedStream,
-    method: 'GET' | 'POST',
-    path: string,
-    body?: unknown,
-  ) {
-    const token = await libreChat.bridge.tokenFor(stream.libreChatUserId)
-    const response = await libreChat.pool.request({
-      method,
-      path,
-      headers: {
-        authorization: `Bearer ${token}`,
-        'user-agent': settings.userAgent,
-        accept: 'application/json',
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    })
-    const text = await response.body.text()
-    return { status: response.statusCode, text }
-  }
-
   const watch = createStreamWatch({
     redis: app.redis,
     graceMs: options.graceMs,
     log: app.log,
     async abort(stream) {
       const id = encodeURIComponent(stream.streamId)
-      const status = await callAs(stream, 'GET', `/api/agents/chat/status/${id}`)
+      const status = await libreChat.requestAs(stream.libreChatUserId, {
+        method: 'GET',
+        path: `/api/agents/chat/status/${id}`,
+      })
       if (status.status === 200) {
         const parsed = StatusSchema.safeParse(JSON.parse(status.text))
         if (parsed.success && !parsed.data.active) return
       }
       // Always with the id: without one LibreChat aborts the user's latest job, which may be
       // another tab's.
-      const aborted = await callAs(stream, 'POST', '/api/agents/chat/abort', {
-        streamId: stream.streamId,
-        conversationId: stream.streamId,
+      const aborted = await libreChat.requestAs(stream.libreChatUserId, {
+        method: 'POST',
+        path: '/api/agents/chat/abort',
+        body: { streamId: stream.streamId, conversationId: stream.streamId },
       })
       app.log.info(
         { streamId: stream.streamId, status: aborted.status },

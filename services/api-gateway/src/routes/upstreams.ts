@@ -9,6 +9,8 @@ interface Upstream {
   prefix: string
   service: string
   url: string | undefined
+  /** Also proxies WebSocket upgrades (Dev Mode's console; the runtime authenticates its first message). */
+  websocket?: boolean
 }
 
 export function upstreamsFrom(config: GatewayConfig): Upstream[] {
@@ -16,7 +18,7 @@ export function upstreamsFrom(config: GatewayConfig): Upstream[] {
     { prefix: '/auth/v1', service: 'auth-service', url: config.AUTH_SERVICE_URL },
     { prefix: '/.well-known', service: 'auth-service', url: config.AUTH_SERVICE_URL },
     { prefix: '/v1', service: 'workspace-service', url: config.WORKSPACE_SERVICE_URL },
-    { prefix: '/dev/v1', service: 'code-runtime', url: config.CODE_RUNTIME_URL },
+    { prefix: '/dev/v1', service: 'code-runtime', url: config.CODE_RUNTIME_URL, websocket: true },
   ]
 }
 
@@ -52,8 +54,7 @@ export async function upstreamRoutes(app: FastifyInstance, options: UpstreamRout
       prefix: upstream.prefix,
       rewritePrefix: upstream.prefix,
       undici: { headersTimeout: options.timeoutMs, connectTimeout: 5000 },
-      // Dev Mode's console is a WebSocket; the runtime authenticates its first message.
-      websocket: upstream.service === 'code-runtime',
+      websocket: upstream.websocket === true,
       replyOptions: {
         rewriteRequestHeaders: (request, headers) => forwardedHeaders(request, headers),
         onError: (reply, { error }) => {

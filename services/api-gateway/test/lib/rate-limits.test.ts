@@ -2,15 +2,19 @@ import { randomUUID } from 'node:crypto'
 import { uniqueTestName } from '@platform/local-infra/vitest'
 import { LimitErrorResponseSchema } from '@platform/shared-types'
 import { describe, expect, it } from 'vitest'
+import { defineLimitScript, LimitStoreUnavailableError } from '../../src/lib/limit-store.js'
 import {
   type ConsumeInput,
   createRateLimiter,
-  defineLimitScript,
-  LimitStoreUnavailableError,
   type RateLimitDecision,
   type RateLimiter,
 } from '../../src/lib/rate-limits.js'
-import { commandsNaming, connectRedis, silentRedis, unreachableRedis } from './limit-store.js'
+import {
+  commandsNaming,
+  connectRedis,
+  silentRedis,
+  unreachableRedis,
+} from '../helpers/redis-clients.js'
 
 const keyPrefix = `${uniqueTestName('rate-limits')}:gw:rl:`
 const redis = connectRedis()

@@ -3,14 +3,19 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { uniqueTestName } from '@platform/local-infra/vitest'
 import { LimitErrorResponseSchema } from '@platform/shared-types'
 import { describe, expect, it } from 'vitest'
-import { LimitStoreUnavailableError } from '../../src/lib/rate-limits.js'
+import { LimitStoreUnavailableError } from '../../src/lib/limit-store.js'
 import {
   type AcquireInput,
   createStreamSlots,
   type StreamLease,
   type StreamSlotDecision,
 } from '../../src/lib/stream-slots.js'
-import { commandsNaming, connectRedis, silentRedis, unreachableRedis } from './limit-store.js'
+import {
+  commandsNaming,
+  connectRedis,
+  silentRedis,
+  unreachableRedis,
+} from '../helpers/redis-clients.js'
 
 const keyPrefix = `${uniqueTestName('stream-slots')}:gw:streams:`
 const redis = connectRedis()

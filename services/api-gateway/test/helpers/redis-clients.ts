@@ -2,16 +2,12 @@ import { once } from 'node:events'
 import { createServer, type Server, type Socket } from 'node:net'
 import { findFreePort } from '@platform/local-infra'
 import { testRedisUrl } from '@platform/local-infra/vitest'
+import { redisClientOptions } from '@platform/service-kit'
 import { Redis, type RedisOptions } from 'ioredis'
 import { afterAll } from 'vitest'
 
-/** The service kit's client settings (plugins/redis.ts), so tests meet Redis as the gateway does. */
-const SERVICE_KIT_OPTIONS: RedisOptions = {
-  connectTimeout: 5000,
-  maxRetriesPerRequest: 1,
-  commandTimeout: 2000,
-  enableAutoPipelining: true,
-}
+/** The service kit's client settings, so tests meet Redis as the gateway does. */
+const SERVICE_KIT_OPTIONS: RedisOptions = redisClientOptions()
 
 const clients: Redis[] = []
 const servers: Server[] = []
