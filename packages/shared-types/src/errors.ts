@@ -24,6 +24,7 @@ export type ErrorResponse = z.infer<typeof ErrorResponseSchema>
 export const LimitNameSchema = z.enum([
   'monthlyTokens',
   'memberMonthlyTokens',
+  'monthlyCostUsd',
   'rpm',
   'memberRpm',
   'tpm',

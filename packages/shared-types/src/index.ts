@@ -98,6 +98,10 @@ export {
 export {
   type QuotaReservation,
   QuotaReservationSchema,
+  type QuotaStatus,
+  QuotaStatusSchema,
+  type TokenBudget,
+  TokenBudgetSchema,
   type UsageAppendResponse,
   UsageAppendResponseSchema,
   type UsageBatch,

@@ -76,3 +76,26 @@ export const QuotaReservationSchema = z.object({
   expiresAt: z.number().int().positive(),
 })
 export type QuotaReservation = z.infer<typeof QuotaReservationSchema>
+
+/** Where one budget stands this month: `remaining` is `null` when there is no limit. */
+export const TokenBudgetSchema = z.object({
+  limit: z.number().nullable(),
+  used: z.number(),
+  reserved: z.number(),
+  remaining: z.number().nullable(),
+})
+export type TokenBudget = z.infer<typeof TokenBudgetSchema>
+
+/**
+ * A workspace's and one member's standing against this month's budgets, the month being the
+ * tenant's calendar month: `GET /v1/workspaces/:wid/quota` for the member asking, and
+ * `GET /internal/v1/workspaces/:wid/quota?userId=` for the gateway's check before a chat starts.
+ */
+export const QuotaStatusSchema = z.object({
+  monthlyTokens: TokenBudgetSchema,
+  monthlyCostUsd: z.object({ limit: z.number().nullable(), used: z.number() }),
+  periodStart: z.iso.datetime({ offset: true }),
+  resetAt: z.iso.datetime({ offset: true }),
+  member: TokenBudgetSchema,
+})
+export type QuotaStatus = z.infer<typeof QuotaStatusSchema>

@@ -5,7 +5,9 @@ import { type GatewayConfig, libreChatSettingsOf } from './config.js'
 import { LibreChatNotConfigured } from './errors.js'
 import { doorPlugin } from './plugins/door.js'
 import { libreChatPlugin } from './plugins/librechat.js'
+import { limitsPlugin } from './plugins/limits.js'
 import { libreChatAuthRoutes } from './routes/librechat-auth.js'
+import { libreChatPolicyRoutes } from './routes/librechat-policy.js'
 import { libreChatProxyRoutes } from './routes/librechat-proxy.js'
 import { upstreamRoutes, upstreamsFrom } from './routes/upstreams.js'
 
@@ -57,6 +59,10 @@ export async function buildApp(
     upstreamTimeoutMs: config.UPSTREAM_TIMEOUT_MS,
   })
   await app.register(libreChatAuthRoutes, { authServiceUrl: config.AUTH_SERVICE_URL })
-  await app.register(libreChatProxyRoutes, { streamAbandonGraceMs: config.STREAM_ABANDON_GRACE_MS })
+  await app.register(limitsPlugin, { streamSlotLeaseMs: config.STREAM_SLOT_LEASE_MS })
+  await app.register(libreChatPolicyRoutes, {
+    streamAbandonGraceMs: config.STREAM_ABANDON_GRACE_MS,
+  })
+  await app.register(libreChatProxyRoutes)
   return app
 }

@@ -43,6 +43,17 @@ const ConfigSchema = z
     STREAM_ABANDON_GRACE_MS: positiveIntEnv(10_000),
     /** How long a membership (and so a role) read from the workspace-service is reused. */
     MEMBERSHIP_CACHE_MS: positiveIntEnv(10_000),
+    /**
+     * How long a month's budget standing read from the workspace-service is reused by the check
+     * before a chat starts (the egress counts every token; this only spares LibreChat requests
+     * that cannot run).
+     */
+    BUDGET_CHECK_CACHE_MS: positiveIntEnv(5_000),
+    /**
+     * How long an open stream holds its `maxConcurrentStreams` slot without a renewal: how long a
+     * crashed replica's streams keep counting. Renewed every third of it.
+     */
+    STREAM_SLOT_LEASE_MS: positiveIntEnv(30_000),
     /** How long an upstream may take to start answering before the gateway gives up (ms). */
     UPSTREAM_TIMEOUT_MS: positiveIntEnv(30_000),
   })

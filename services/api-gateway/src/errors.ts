@@ -17,6 +17,11 @@ export const UpstreamTimeout = createError(
   'The %s took too long to answer',
   504,
 )
+export const UpstreamAnswerTooLarge = createError(
+  'GW_UPSTREAM_UNAVAILABLE',
+  'The %s answered more than the gateway can check',
+  502,
+)
 export const LibreChatNotConfigured = createError(
   'GW_LIBRECHAT_NOT_CONFIGURED',
   'Chat is not configured on this gateway',

@@ -177,6 +177,21 @@ export function compilePolicy(policy: IngressPolicy, options: CompileOptions = {
   })
 }
 
+const compiledPolicies = new WeakMap<IngressPolicy, PolicyMatcher>()
+
+/**
+ * The policy's matcher, compiled on first use: the policy cache hands out one object per
+ * workspace until the policy changes, so each version is compiled once.
+ */
+export function matcherFor(policy: IngressPolicy): PolicyMatcher {
+  let matcher = compiledPolicies.get(policy)
+  if (matcher === undefined) {
+    matcher = compilePolicy(policy)
+    compiledPolicies.set(policy, matcher)
+  }
+  return matcher
+}
+
 /** Why the gateway refuses a request at its door; the caller throws the matching error. */
 export type PolicyRefusal =
   | {

@@ -278,9 +278,15 @@ const LISTING_FILTERS = new Map<string, ListingFilter>([
  * signed-out `GET /api/config` use {@link rewriteStartupConfigForPlatform} alone.
  */
 export function listingFilterFor(url: string): ListingFilter | undefined {
-  return LISTING_FILTERS.get(
-    pathSegments(url)
-      .map((segment) => segment.toLowerCase())
-      .join('/'),
-  )
+  return LISTING_FILTERS.get(libreChatRouteOf(url))
+}
+
+/**
+ * The route LibreChat hears in `url`: lower case, no query, no empty segments, no leading or
+ * trailing slash (`/API//Agents/chat/?x` → `api/agents/chat`).
+ */
+export function libreChatRouteOf(url: string): string {
+  return pathSegments(url)
+    .map((segment) => segment.toLowerCase())
+    .join('/')
 }

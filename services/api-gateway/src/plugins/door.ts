@@ -14,6 +14,7 @@ import {
   Unauthenticated,
   Validation,
 } from '../errors.js'
+import { type BudgetCheck, createBudgetCheck } from '../lib/budget-check.js'
 import { createMembershipCache, type MembershipCache } from '../lib/memberships.js'
 import { createPolicyCache, type PolicyCache } from '../lib/policy-cache.js'
 import { doorAccess, isCanonicalPath, isUnservedPath, pathOf } from '../lib/request-path.js'
@@ -21,6 +22,7 @@ import { doorAccess, isCanonicalPath, isUnservedPath, pathOf } from '../lib/requ
 export interface Door {
   memberships: MembershipCache
   policies: PolicyCache
+  budgets: BudgetCheck
 }
 
 export interface DoorOptions {
@@ -33,7 +35,7 @@ const POLICY_CACHE_TTL_MS = 60_000
 /**
  * The checks every request meets before it is routed anywhere: a canonical path, `/internal`
  * closed, and the platform token verified wherever API.md §5 does not list the route as public.
- * Decorates `door` with the stores the routes behind it consult (memberships, policies).
+ * Decorates `door` with the stores the routes behind it consult (memberships, policies, budgets).
  */
 async function door(app: FastifyInstance, options: DoorOptions) {
   const { config } = options
@@ -73,6 +75,7 @@ async function door(app: FastifyInstance, options: DoorOptions) {
       ttlMs: POLICY_CACHE_TTL_MS,
       log: app.log,
     }),
+    budgets: createBudgetCheck({ workspaceService, ttlMs: config.BUDGET_CHECK_CACHE_MS }),
   }
   app.decorate('door', decorations)
 

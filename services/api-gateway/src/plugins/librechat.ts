@@ -6,6 +6,7 @@ import mongoose from 'mongoose'
 import { Pool } from 'undici'
 import type { LibreChatSettings } from '../config.js'
 import { DependencyUnavailable, Forbidden, NoWorkspace } from '../errors.js'
+import { isJsonObject, ownField } from '../lib/allowlist.js'
 import {
   createLibreChatBridge,
   type LibreChatBridge,
@@ -37,6 +38,15 @@ export interface LibreChat {
    * answering is a `DependencyUnavailable`.
    */
   requestAs(libreChatUserId: string, call: LibreChatCall): Promise<{ status: number; text: string }>
+  /**
+   * A saved agent as policy must judge it: LibreChat is asked, as the member's user, whether that
+   * user may see it (its ACL; an agent of another workspace's user is refused with 403), then the
+   * whole document is read from LibreChat's database, because LibreChat shows a viewer only
+   * `provider` and `model`, not the tools and edges a run uses. `null`: no such agent.
+   */
+  agentAs(libreChatUserId: string, agentId: string): Promise<unknown>
+  /** LibreChat's `modelSpecs.list` (`[]` without specs), read once a minute. */
+  modelSpecs(libreChatUserId: string): Promise<unknown[]>
 }
 
 export interface LibreChatCall {
@@ -51,6 +61,21 @@ export interface LibreChatPluginOptions {
   settings: LibreChatSettings
   upstreamTimeoutMs: number
 }
+
+/** How long LibreChat's model specs are reused; they change only when LibreChat restarts. */
+const MODEL_SPECS_TTL_MS = 60_000
+
+/** What policy reads of a saved agent (agent-check): its model, tools and the agents it runs. */
+const AGENT_POLICY_FIELDS = {
+  _id: 0,
+  id: 1,
+  provider: 1,
+  model: 1,
+  tools: 1,
+  edges: 1,
+  agent_ids: 1,
+  subagents: 1,
+} as const
 
 const unavailable = (what: string, error: unknown) =>
   error instanceof InternalServiceUnavailableError
@@ -133,7 +158,61 @@ async function libreChat(app: FastifyInstance, options: LibreChatPluginOptions) 
     }
   }
 
-  const decoration: LibreChat = { settings, bridge, pool, bridgeMember, requestAs }
+  const agents = libreChatDb.collection('agents')
+  async function agentAs(libreChatUserId: string, agentId: string) {
+    const path = `/api/agents/${encodeURIComponent(agentId)}`
+    const visible = await requestAs(libreChatUserId, { method: 'GET', path })
+    if (visible.status === 404) return null
+    if (visible.status === 403)
+      throw new Forbidden(`Agent ${agentId} is not shared with you in this workspace`)
+    if (visible.status !== 200)
+      throw new DependencyUnavailable('chat service', {
+        cause: new Error(`GET ${path} answered ${visible.status}`),
+      })
+    return agents.findOne({ id: agentId }, { projection: AGENT_POLICY_FIELDS })
+  }
+
+  // LibreChat's specs are the same for every user: one copy, one load in flight, any
+  // member's user reading them.
+  let specs: { list: unknown[]; expiresAt: number } | undefined
+  let specsLoading: Promise<unknown[]> | undefined
+  async function loadModelSpecs(libreChatUserId: string) {
+    const answer = await requestAs(libreChatUserId, { method: 'GET', path: '/api/config' })
+    let parsed: unknown
+    try {
+      parsed = answer.status === 200 ? JSON.parse(answer.text) : undefined
+    } catch {
+      parsed = undefined
+    }
+    if (!isJsonObject(parsed))
+      throw new DependencyUnavailable('chat service', {
+        cause: new Error(`GET /api/config answered ${answer.status}`),
+      })
+    const list = ownField(ownField(parsed, 'modelSpecs'), 'list')
+    return Array.isArray(list) ? list : []
+  }
+  async function modelSpecs(libreChatUserId: string) {
+    if (specs !== undefined && specs.expiresAt > Date.now()) return specs.list
+    specsLoading ??= loadModelSpecs(libreChatUserId)
+      .then((list) => {
+        specs = { list, expiresAt: Date.now() + MODEL_SPECS_TTL_MS }
+        return list
+      })
+      .finally(() => {
+        specsLoading = undefined
+      })
+    return specsLoading
+  }
+
+  const decoration: LibreChat = {
+    settings,
+    bridge,
+    pool,
+    bridgeMember,
+    requestAs,
+    agentAs,
+    modelSpecs,
+  }
   app.decorate('libreChat', decoration)
 }
 

@@ -59,6 +59,12 @@ export async function libreChatStreamRoutes(app: FastifyInstance, options: Libre
     async (request: FastifyRequest<{ Params: { streamId: string } }>, reply: FastifyReply) => {
       const bridged = request.bridged
       if (bridged === null) throw new Error('stream route without a bridged member')
+      // Keyed by the stream: a reconnect (a reloaded page) takes no second slot.
+      await app.limits.holdStreamSlot(
+        bridged,
+        reply,
+        `${bridged.identity.userId}:stream:${request.params.streamId}`,
+      )
       const stream: WatchedStream = {
         tenantId: bridged.membership.tenantId,
         streamId: request.params.streamId,

@@ -2,18 +2,13 @@ import { formatInZone, startOfMonth, startOfNextMonth } from '@platform/service-
 import {
   type EffectivePolicy,
   QuotaReservationSchema,
+  type QuotaStatus,
   quotaReservationsKey,
+  type TokenBudget,
 } from '@platform/shared-types'
 import type { Redis } from 'ioredis'
 import { DependencyUnavailable } from '../errors.js'
 import type { UsageLedger } from './usage-ledger.js'
-
-export interface TokenBudget {
-  limit: number | null
-  used: number
-  reserved: number
-  remaining: number | null
-}
 
 const budget = (limit: number | null, used: number, reserved: number): TokenBudget => ({
   limit,
@@ -61,7 +56,11 @@ export function createQuota(options: QuotaOptions) {
     return { all, mine }
   }
 
-  async function forMember(policy: EffectivePolicy, userId: string, now = new Date()) {
+  async function forMember(
+    policy: EffectivePolicy,
+    userId: string,
+    now = new Date(),
+  ): Promise<QuotaStatus> {
     const from = startOfMonth(now, policy.timeZone)
     const to = startOfNextMonth(now, policy.timeZone)
     const period = { workspaceId: policy.workspaceId, from, to, timeZone: policy.timeZone }

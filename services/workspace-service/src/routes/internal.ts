@@ -3,6 +3,7 @@ import {
   AuditBatchSchema,
   EffectivePolicySchema,
   MembershipSchema,
+  QuotaStatusSchema,
   UsageAppendResponseSchema,
   UsageBatchSchema,
   UserMembershipsResponseSchema,
@@ -14,7 +15,7 @@ import { idParam } from './schemas.js'
 
 /** Between services only, never routed by the gateway (API.md §7). */
 export const internalRoutes: FastifyPluginAsyncZod = async (app) => {
-  const { models, policies, ledger, audit } = app.tenancy
+  const { models, policies, ledger, audit, quota } = app.tenancy
   const { Member, Workspace } = models
 
   /** Memberships of live workspaces only: a deleted workspace scopes no token. */
@@ -109,6 +110,23 @@ export const internalRoutes: FastifyPluginAsyncZod = async (app) => {
       const policy = await policies.effective(request.params.wid)
       if (policy === null) throw new NotFound(`Workspace ${request.params.wid} not found`)
       return policy
+    },
+  )
+
+  app.get(
+    '/workspaces/:wid/quota',
+    {
+      onRequest: app.requireService('api-gateway', 'code-runtime'),
+      schema: {
+        params: z.object({ wid: idParam }),
+        querystring: z.strictObject({ userId: idParam }),
+        response: { 200: QuotaStatusSchema, ...errorResponses(400, 401, 403, 404, 503) },
+      },
+    },
+    async (request) => {
+      const policy = await policies.effective(request.params.wid)
+      if (policy === null) throw new NotFound(`Workspace ${request.params.wid} not found`)
+      return quota.forMember(policy, request.query.userId)
     },
   )
 

@@ -5,6 +5,7 @@ import {
   startOfNextDay,
   userOf,
 } from '@platform/service-kit'
+import { QuotaStatusSchema } from '@platform/shared-types'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { InvalidRequest } from '../errors.js'
@@ -19,13 +20,6 @@ const FiguresSchema = z.object({
   outputTokens: z.number(),
   costUsd: z.number(),
   calls: z.number(),
-})
-
-const BudgetSchema = z.object({
-  limit: z.number().nullable(),
-  used: z.number(),
-  reserved: z.number(),
-  remaining: z.number().nullable(),
 })
 
 /** A day in the tenant's zone (`2026-11-01`) or an instant with an offset. */
@@ -123,13 +117,7 @@ export const usageRoutes: FastifyPluginAsyncZod = async (app) => {
       schema: {
         params: WorkspaceParams,
         response: {
-          200: z.object({
-            monthlyTokens: BudgetSchema,
-            monthlyCostUsd: z.object({ limit: z.number().nullable(), used: z.number() }),
-            periodStart: isoTime,
-            resetAt: isoTime,
-            member: BudgetSchema,
-          }),
+          200: QuotaStatusSchema,
           ...errorResponses(401, 404, 503),
         },
       },

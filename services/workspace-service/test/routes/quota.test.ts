@@ -307,3 +307,50 @@ describe('GET /v1/workspaces/:wid/quota', () => {
     expect(anonymous.json()).toMatchObject(errorCode(401, 'WSP_UNAUTHENTICATED'))
   })
 })
+
+describe('GET /internal/v1/workspaces/:wid/quota', () => {
+  it('answers a member’s standing to the gateway, as the member would read it', async () => {
+    const owner = await stack.user('internal-quota-owner')
+    const member = await stack.user('internal-quota-member')
+    const { tenantId, workspaceId } = await stack.tenant(owner, 'Internal Quota Co')
+    await stack.addMember(owner, workspaceId, member, 'member')
+    await appendUsage(stack, [
+      modelCall(
+        { tenantId, workspaceId, userId: member.id },
+        { at: new Date(Date.now() - 1_000), inputTokens: 300, outputTokens: 30 },
+      ),
+      modelCall(
+        { tenantId, workspaceId, userId: owner.id },
+        { at: new Date(Date.now() - 1_000), inputTokens: 1_000, outputTokens: 100 },
+      ),
+    ])
+    const gateway = await stack.serviceToken('api-gateway')
+    const url = `/internal/v1/workspaces/${workspaceId}/quota?userId=${member.id}`
+
+    const internal = await stack.call(gateway, 'GET', url)
+    const own = await stack.call(member.token, 'GET', `/v1/workspaces/${workspaceId}/quota`)
+
+    expect(internal.statusCode, internal.body).toBe(200)
+    expect(internal.json()).toEqual(own.json())
+    expect(internal.json<QuotaBody>().member.used).toBe(330)
+    expect(internal.json<QuotaBody>().monthlyTokens.used).toBe(1_430)
+  })
+
+  it('refuses users and other services, and answers 404 for an unknown workspace', async () => {
+    const owner = await stack.user('internal-quota-caller')
+    const { workspaceId } = await stack.tenant(owner, 'Callers Co')
+    const url = `/internal/v1/workspaces/${workspaceId}/quota?userId=${owner.id}`
+
+    const asUser = await stack.call(owner.token, 'GET', url)
+    expect(asUser.statusCode).toBe(401)
+    const asAuth = await stack.call(await stack.serviceToken('auth-service'), 'GET', url)
+    expect(asAuth.statusCode).toBe(403)
+    expect(asAuth.json()).toMatchObject(errorCode(403, 'WSP_FORBIDDEN'))
+    const gateway = await stack.serviceToken('api-gateway')
+    const unknown = await stack.call(gateway, 'GET', `/internal/v1/workspaces/nope/quota?userId=x`)
+    expect(unknown.statusCode).toBe(404)
+    const noUser = await stack.call(gateway, 'GET', `/internal/v1/workspaces/${workspaceId}/quota`)
+    expect(noUser.statusCode).toBe(400)
+    expect(noUser.json()).toMatchObject(errorCode(400, 'WSP_VALIDATION'))
+  })
+})

@@ -1,0 +1,135 @@
+import { InternalServiceUnavailableError } from '@platform/service-kit'
+import type { FastifyInstance, FastifyReply } from 'fastify'
+import fp from 'fastify-plugin'
+import { DependencyUnavailable, quotaExceeded, rateLimited } from '../errors.js'
+import type { SpentBudget } from '../lib/budget-check.js'
+import { LimitStoreUnavailableError } from '../lib/limit-store.js'
+import { createRateLimiter, type RateLimitName } from '../lib/rate-limits.js'
+import { createStreamSlots } from '../lib/stream-slots.js'
+import type { BridgedRequest } from './librechat.js'
+
+export interface DoorLimits {
+  /**
+   * Counts a request that can start a generation against the workspace's and the member's
+   * requests per minute, answering the RateLimit headers; a refusal is a 429 naming the limit.
+   */
+  countRequest(bridged: BridgedRequest, reply: FastifyReply): Promise<void>
+  /** Refuses (429) a generation whose workspace or member has spent this month's budget. */
+  refuseSpentBudget(bridged: BridgedRequest): Promise<void>
+  /**
+   * Holds one of the workspace's `maxConcurrentStreams` slots for as long as `reply` is open
+   * (a 429 when none is free). `streamKey` names the stream: a reconnect to the same stream
+   * takes no second slot.
+   */
+  holdStreamSlot(bridged: BridgedRequest, reply: FastifyReply, streamKey: string): Promise<void>
+}
+
+export interface LimitsOptions {
+  streamSlotLeaseMs: number
+}
+
+const RATE_LIMIT_TEXT: Record<RateLimitName, (limit: number) => string> = {
+  rpm: (limit) => `this workspace allows ${limit} chat requests per minute`,
+  memberRpm: (limit) => `each member may send ${limit} chat requests per minute here`,
+}
+
+const BUDGET_TEXT: Record<SpentBudget['limitName'], string> = {
+  monthlyTokens: 'This workspace has used its monthly token budget',
+  memberMonthlyTokens: 'You have used your monthly token budget in this workspace',
+  monthlyCostUsd: 'This workspace has used its monthly spending budget',
+}
+
+const limitStoreDown = (error: unknown) =>
+  error instanceof LimitStoreUnavailableError
+    ? new DependencyUnavailable('limit store', { cause: error })
+    : error
+
+/**
+ * The limits a chat meets before LibreChat hears of it (API.md §4): requests per minute,
+ * concurrent streams, and a budget already spent. The counters live in Redis, shared by every
+ * replica; when Redis does not answer, the request is refused (fail closed).
+ */
+async function limits(app: FastifyInstance, options: LimitsOptions) {
+  // Keys carry the Redis client's own prefix, if any (tests give each app one).
+  const rateLimiter = createRateLimiter({ redis: app.redis })
+  const streamSlots = createStreamSlots({ redis: app.redis, leaseMs: options.streamSlotLeaseMs })
+  const renewEveryMs = Math.max(1, Math.floor(options.streamSlotLeaseMs / 3))
+
+  const decoration: DoorLimits = {
+    async countRequest({ membership, identity, policy }, reply) {
+      const decision = await rateLimiter
+        .consume({
+          tenantId: membership.tenantId,
+          workspaceId: membership.workspaceId,
+          userId: identity.userId,
+          rpm: policy.quota.rpm,
+          memberRpm: policy.quota.memberRpm,
+        })
+        .catch((error: unknown) => {
+          throw limitStoreDown(error)
+        })
+      for (const [name, value] of Object.entries(decision.headers)) reply.header(name, value)
+      if (!decision.allowed)
+        throw rateLimited(
+          decision.limit,
+          RATE_LIMIT_TEXT[decision.limit.limitName](decision.limit.limit),
+        )
+    },
+
+    async refuseSpentBudget({ identity, policy }) {
+      const spent = await app.door.budgets
+        .spent(policy, identity.userId)
+        .catch((error: unknown) => {
+          throw error instanceof InternalServiceUnavailableError
+            ? new DependencyUnavailable('workspace service', { cause: error })
+            : error
+        })
+      if (spent !== undefined)
+        throw quotaExceeded(spent, `${BUDGET_TEXT[spent.limitName]}; it resets at ${spent.resetAt}`)
+    },
+
+    async holdStreamSlot({ membership, policy }, reply, streamKey) {
+      const decision = await streamSlots
+        .acquire({
+          tenantId: membership.tenantId,
+          workspaceId: membership.workspaceId,
+          streamKey,
+          limit: policy.quota.maxConcurrentStreams,
+        })
+        .catch((error: unknown) => {
+          throw limitStoreDown(error)
+        })
+      if (!decision.acquired)
+        throw quotaExceeded(
+          decision.limit,
+          `This workspace allows ${decision.limit.limit} chat streams at once; close one or wait`,
+        )
+      const { lease } = decision
+      const renewal = setInterval(() => {
+        lease.renew().catch((error: unknown) => {
+          reply.log.warn({ err: error }, 'could not renew a stream slot')
+        })
+      }, renewEveryMs)
+      renewal.unref()
+      reply.raw.once('close', () => {
+        clearInterval(renewal)
+        lease.release().catch((error: unknown) => {
+          reply.log.warn({ err: error }, 'could not release a stream slot; its lease will lapse')
+        })
+      })
+    },
+  }
+  app.decorate('limits', decoration)
+}
+
+export const limitsPlugin = fp(limits, {
+  name: 'limits',
+  fastify: '5.x',
+  dependencies: ['redis', 'door'],
+})
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    limits: DoorLimits
+  }
+}
