@@ -1,5 +1,8 @@
+import { randomUUID } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import { findFreePort } from '@platform/local-infra'
+import { PLATFORM_AUDIENCE, TOKEN_SIGNING_ALGORITHM } from '@platform/shared-types'
+import { decodeJwt, SignJWT } from 'jose'
 import { describe, expect, it } from 'vitest'
 import { type EchoedRequest, startEchoUpstream } from '../helpers/echo-upstream.js'
 import { bearer, startPlatform } from '../helpers/platform.js'
@@ -180,6 +183,32 @@ describe('the token at the door', () => {
     expect(response.statusCode).toBe(401)
     expect(response.json()).toMatchObject({ code: 'GW_UNAUTHENTICATED' })
     expect(echo.received).toHaveLength(0)
+  })
+
+  it('refuses an expired token signed with the real key, with 401 GW_UNAUTHENTICATED', async () => {
+    const { gateway, echo, auth, alice } = await platformWithEcho()
+    const key = await auth.identity.keys.current()
+    const signed = (issuedAt: number) =>
+      new SignJWT({ sid: randomUUID() })
+        .setProtectedHeader({ alg: TOKEN_SIGNING_ALGORITHM, kid: key.kid, typ: 'JWT' })
+        .setIssuer(String(decodeJwt(alice.token).iss))
+        .setAudience(PLATFORM_AUDIENCE)
+        .setSubject(alice.id)
+        .setJti(randomUUID())
+        .setIssuedAt(issuedAt)
+        .setExpirationTime(issuedAt + 900)
+        .sign(key.privateKey)
+    const now = Math.floor(Date.now() / 1000)
+    const call = async (token: string) =>
+      gateway.inject({ method: 'GET', url: '/v1/workspaces', headers: bearer(token) })
+
+    const expired = await call(await signed(now - 3600))
+    expect(expired.statusCode).toBe(401)
+    expect(expired.json()).toMatchObject({ code: 'GW_UNAUTHENTICATED' })
+    expect(echo.received).toHaveLength(0)
+    // The same token, still valid: only its expiry was refused.
+    expect((await call(await signed(now))).statusCode).toBe(200)
+    expect(echo.received).toHaveLength(1)
   })
 
   it('refuses a signed-out session at once with 401 GW_TOKEN_REVOKED', async () => {
