@@ -53,6 +53,8 @@ export interface TurnTarget {
   /** For agents: only these `<tool>_mcp_<server>` keys (or `sys__all__sys_mcp_<server>`). */
   agentToolKeys?: string[]
   spec?: string
+  /** Sampling parameters for the chat calls (not the title call). */
+  sampling?: Record<string, number>
 }
 
 export interface TurnInput {
@@ -222,6 +224,7 @@ export async function runTurn(
         let stepId = ''
         const request: CompletionRequest = {
           ...baseRequest,
+          ...(target.sampling ? { sampling: target.sampling } : {}),
           messages: [...messages],
           ...(tools.length > 0 ? { tools: tools.map(asProviderTool) } : {}),
         }

@@ -33,6 +33,8 @@ export interface CompletionRequest {
   tools?: ProviderTool[]
   /** The LibreChat user id, sent as the body's `user`. */
   user: string
+  /** `max_tokens`, `temperature`, `top_p` as the conversation or agent set them. */
+  sampling?: Record<string, number>
   signal: AbortSignal
 }
 
@@ -68,11 +70,13 @@ function requestHeaders(request: CompletionRequest): Record<string, string> {
 }
 
 async function post(request: CompletionRequest, stream: boolean): Promise<Response> {
-  // Custom endpoints get no `stream_options` and no sampling parameters unless configured.
+  // Custom endpoints get no `stream_options`; sampling parameters only when the conversation
+  // or agent sets them.
   const body = {
     model: request.model,
     messages: request.messages,
     stream,
+    ...request.sampling,
     ...(request.tools && request.tools.length > 0 ? { tools: request.tools } : {}),
     user: request.user,
   }

@@ -32,7 +32,12 @@ const LIBRECHAT_BODY_LIMIT = 3 * 1024 * 1024
 export async function libreChatPolicyRoutes(app: FastifyInstance, options: LibreChatPolicyOptions) {
   const { libreChat, limits } = app
   const { settings } = libreChat
-  await app.register(replyFrom, { base: settings.url, undici: libreChat.pool })
+  // The LibreChat plugin owns the pool and closes it; reply-from would destroy it.
+  await app.register(replyFrom, {
+    base: settings.url,
+    undici: libreChat.pool,
+    destroyAgent: false,
+  })
 
   const refusal = (refused: PolicyRefusal, matcher: PolicyMatcher) => {
     if (refused.code === 'GW_MODEL_NOT_ALLOWED')

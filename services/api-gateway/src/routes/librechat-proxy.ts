@@ -67,6 +67,7 @@ export async function libreChatProxyRoutes(app: FastifyInstance) {
     prefix: '/api',
     rewritePrefix: '/api',
     undici: libreChat.pool,
+    destroyAgent: false,
     preHandler: bridgeAndCheck,
     replyOptions: {
       rewriteRequestHeaders: (request, headers) => {
@@ -102,6 +103,7 @@ export async function libreChatProxyRoutes(app: FastifyInstance) {
       upstream: settings.url,
       prefix: '/',
       undici: libreChat.pool,
+    destroyAgent: false,
       httpMethods: ['GET', 'HEAD'],
       replyOptions: {
         rewriteRequestHeaders: (request, headers) =>

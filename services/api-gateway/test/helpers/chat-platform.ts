@@ -1,5 +1,9 @@
 import { type FakeProvider, startFakeProvider } from '@platform/fake-provider'
-import { type LibreChatDouble, startLibreChatDouble } from '@platform/librechat-double'
+import {
+  type LibreChatDouble,
+  type LibreChatDoubleOptions,
+  startLibreChatDouble,
+} from '@platform/librechat-double'
 import { testMongoUrl, uniqueTestName } from '@platform/local-infra/vitest'
 import { onTestFinished } from 'vitest'
 import { LIBRECHAT_JWT_SECRET, type Platform, startPlatform, type TestUser } from './platform.js'
@@ -29,9 +33,18 @@ export interface ChatPlatform extends Platform {
  * LibreChat contract double behind it (its own database, which the gateway's bridge provisions
  * into) and a fake OpenAI-compatible provider the double calls as LibreChat would.
  */
-export async function startChatPlatform(
-  options: { gatewayEnv?: NodeJS.ProcessEnv; version?: '0.8.7' | '0.8.1' } = {},
-): Promise<ChatPlatform> {
+export interface ChatPlatformOptions {
+  gatewayEnv?: NodeJS.ProcessEnv
+  version?: '0.8.7' | '0.8.1'
+  /** What LibreChat has configured beyond the provider's endpoint. */
+  libreChat?: Pick<LibreChatDoubleOptions, 'mcpServers' | 'modelSpecs'>
+  /** A hop between the gateway and LibreChat (e.g. one that records bodies): its URL. */
+  interpose?: (libreChatUrl: string) => Promise<string>
+  /** The policy `member()` gives its workspace; default: every model of the provider. */
+  memberPolicy?: object
+}
+
+export async function startChatPlatform(options: ChatPlatformOptions = {}): Promise<ChatPlatform> {
   const provider = await startFakeProvider({ apiKey: PROVIDER_API_KEY })
   onTestFinished(() => provider.close())
   const libreChatDbName = uniqueTestName('librechat')
@@ -49,11 +62,12 @@ export async function startChatPlatform(
         headers: { 'X-LibreChat-User-Id': '{{LIBRECHAT_USER_ID}}' },
       },
     ],
+    ...options.libreChat,
   })
   onTestFinished(() => libreChat.close())
   const platform = await startPlatform({
     gatewayEnv: {
-      LIBRECHAT_URL: libreChat.url,
+      LIBRECHAT_URL: options.interpose ? await options.interpose(libreChat.url) : libreChat.url,
       LIBRECHAT_MONGO_URL: withDatabase(testMongoUrl(), libreChatDbName),
       LIBRECHAT_JWT_SECRET,
       ...options.gatewayEnv,
@@ -63,7 +77,11 @@ export async function startChatPlatform(
   async function member(label = 'member') {
     const user = await platform.user(label)
     const { tenantId, workspaceId } = await platform.tenant(user, `${label} tenant`)
-    await platform.setPolicy(user, workspaceId, { models: { allow: [`${PROVIDER}:*`] } })
+    await platform.setPolicy(
+      user,
+      workspaceId,
+      options.memberPolicy ?? { models: { allow: [`${PROVIDER}:*`] } },
+    )
     const token = await platform.scopedToken(user, workspaceId)
     return { user, tenantId, workspaceId, token }
   }

@@ -41,6 +41,19 @@ const ChatBodySchema = z.looseObject({
 })
 type ChatBody = z.infer<typeof ChatBodySchema>
 
+/**
+ * The conversation's (or agent's) sampling parameters LibreChat passes to a custom endpoint:
+ * `max_tokens`, `temperature`, `top_p`, when set to numbers.
+ */
+function samplingOf(options: Record<string, unknown>): Record<string, number> | undefined {
+  const sampling: Record<string, number> = {}
+  for (const name of ['max_tokens', 'temperature', 'top_p']) {
+    const value = options[name]
+    if (typeof value === 'number' && Number.isFinite(value)) sampling[name] = value
+  }
+  return Object.keys(sampling).length > 0 ? sampling : undefined
+}
+
 const StreamParamsSchema = z.object({ streamId: z.string() })
 const AbortBodySchema = z.looseObject({
   streamId: z.string().optional(),
@@ -209,12 +222,17 @@ async function postChat(
   }
   if (body.endpointType) target.endpointType = body.endpointType
   if (spec) target.spec = spec.name
+  const sampling = samplingOf(body)
+  if (sampling) target.sampling = sampling
   if (agent) {
     target.agent = agent
     target.agentToolKeys = agent.tools
     target.providerName = agent.provider
     target.provider = context.endpoints.find((candidate) => candidate.name === agent.provider)
     target.model = agent.model
+    const agentSampling = samplingOf(agent.model_parameters ?? {})
+    if (agentSampling) target.sampling = agentSampling
+    else delete target.sampling
     target.mcpServers = agent.tools.flatMap((key) => {
       const parsed = parseToolKey(key)
       return parsed && parsed.tool !== MCP_SERVER_PLACEHOLDER ? [parsed.server] : []
