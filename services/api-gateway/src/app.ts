@@ -57,12 +57,11 @@ export async function buildApp(
   await app.register(libreChatPlugin, {
     settings: libreChat,
     upstreamTimeoutMs: config.UPSTREAM_TIMEOUT_MS,
+    streamAbandonGraceMs: config.STREAM_ABANDON_GRACE_MS,
   })
   await app.register(libreChatAuthRoutes, { authServiceUrl: config.AUTH_SERVICE_URL })
   await app.register(limitsPlugin, { streamSlotLeaseMs: config.STREAM_SLOT_LEASE_MS })
-  await app.register(libreChatPolicyRoutes, {
-    streamAbandonGraceMs: config.STREAM_ABANDON_GRACE_MS,
-  })
+  await app.register(libreChatPolicyRoutes)
   await app.register(libreChatProxyRoutes)
   return app
 }

@@ -17,9 +17,9 @@ export const UpstreamTimeout = createError(
   'The %s took too long to answer',
   504,
 )
-export const UpstreamAnswerTooLarge = createError(
+export const UpstreamAnswerUnreadable = createError(
   'GW_UPSTREAM_UNAVAILABLE',
-  'The %s answered more than the gateway can check',
+  'The %s answered in a form the gateway cannot check',
   502,
 )
 export const LibreChatNotConfigured = createError(
@@ -70,6 +70,9 @@ const QuotaExceeded = createError('GW_QUOTA_EXCEEDED', '%s', 429)
 /** A 429 for a spent budget or a full stream allowance, with the limit that refused it. */
 export const quotaExceeded = (limit: LimitExceeded, what: string) =>
   Object.assign(new QuotaExceeded(what), { limit })
+
+/** The client left before the gateway forwarded its request; nobody reads this answer. */
+export const ClientGone = createError('GW_CLIENT_GONE', 'The client closed the connection', 499)
 
 // Dependencies
 export const DependencyUnavailable = createError(

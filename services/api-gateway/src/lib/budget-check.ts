@@ -1,4 +1,8 @@
-import type { InternalClient, LimitExceeded } from '@platform/service-kit'
+import {
+  type InternalClient,
+  InternalServiceUnavailableError,
+  type LimitExceeded,
+} from '@platform/service-kit'
 import { type EffectivePolicy, type QuotaStatus, QuotaStatusSchema } from '@platform/shared-types'
 import { createLoadingCache } from './loading-cache.js'
 
@@ -45,7 +49,11 @@ export function createBudgetCheck(options: BudgetCheckOptions) {
     async spent(policy: EffectivePolicy, userId: string): Promise<SpentBudget | undefined> {
       if (!hasBudget(policy)) return undefined
       const standing = await standings.get(`${policy.workspaceId}\n${userId}`)
-      if (standing === null) return undefined
+      // No standing for a workspace whose policy the gateway holds: unknown, so not "not spent".
+      if (standing === null)
+        throw new InternalServiceUnavailableError('workspace-service', {
+          cause: new Error(`no quota for workspace ${policy.workspaceId}`),
+        })
       const { quota } = policy
       const resetAt = standing.resetAt
       const workspaceTokens = standing.monthlyTokens.used + standing.monthlyTokens.reserved

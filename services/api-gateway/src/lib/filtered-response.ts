@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
-import { UpstreamAnswerTooLarge } from '../errors.js'
+import { UpstreamAnswerUnreadable, UpstreamUnavailable } from '../errors.js'
 
 /** The largest LibreChat answer the gateway reads whole to filter (a listing, the startup config). */
 export const MAX_FILTERED_BODY_BYTES = 8 * 1024 * 1024
@@ -26,7 +26,8 @@ export interface FilteredReply {
   log: FastifyBaseLogger
 }
 
-async function readWhole(stream: Readable, limit: number): Promise<Buffer | undefined> {
+/** The whole body, or `undefined` (and the stream destroyed) once it passes `limit` bytes. */
+export async function readWhole(stream: Readable, limit: number): Promise<Buffer | undefined> {
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of stream) {
@@ -42,36 +43,50 @@ async function readWhole(stream: Readable, limit: number): Promise<Buffer | unde
 }
 
 /**
- * Sends LibreChat's JSON answer through `filter`. A refusal, a non-JSON body or one too large to
- * read passes through as LibreChat sent it (the filter is for listings, not errors). The
- * filtered answer differs per workspace, so it is never cached or validated by an entity tag.
+ * Sends LibreChat's JSON answer through `filter`. A refusal passes through as LibreChat sent it
+ * (the filter is for listings, not errors); a 200 that is not JSON or too large to read is
+ * refused, never passed on unfiltered. Filtered answers differ per workspace, so they are never
+ * cached or validated by an entity tag.
  */
+/** An answer that differs per workspace: never stored, never revalidated by its validators. */
+export function markPerWorkspace(reply: FilteredReply): void {
+  reply.removeHeader('etag')
+  reply.removeHeader('last-modified')
+  reply.header('cache-control', 'private, no-store')
+}
+
 export async function sendFiltered(
   reply: FilteredReply,
   upstream: { statusCode: number; stream: Readable },
   filter: (body: unknown) => unknown,
 ): Promise<void> {
-  const isJson = String(reply.getHeader('content-type') ?? '').includes('json')
-  if (upstream.statusCode !== 200 || !isJson) {
+  markPerWorkspace(reply)
+  if (upstream.statusCode !== 200) {
     reply.send(upstream.stream)
     return
   }
-  const raw = await readWhole(upstream.stream, MAX_FILTERED_BODY_BYTES)
   reply.removeHeader('content-length')
   reply.removeHeader('content-encoding')
-  reply.removeHeader('etag')
-  reply.removeHeader('last-modified')
-  reply.header('cache-control', 'private, no-store')
-  if (raw === undefined) {
-    reply.log.warn('a LibreChat answer was too large to filter; refused')
-    reply.send(new UpstreamAnswerTooLarge('chat service'))
+  const isJson = String(reply.getHeader('content-type') ?? '').includes('json')
+  let raw: Buffer | undefined
+  try {
+    raw = isJson ? await readWhole(upstream.stream, MAX_FILTERED_BODY_BYTES) : undefined
+  } catch (error) {
+    reply.log.warn({ err: error }, 'LibreChat broke off an answer the gateway filters')
+    reply.send(new UpstreamUnavailable('chat service'))
     return
   }
   let parsed: unknown
   try {
-    parsed = JSON.parse(raw.toString('utf8'))
+    parsed = raw === undefined ? undefined : JSON.parse(raw.toString('utf8'))
   } catch {
-    reply.send(raw)
+    parsed = undefined
+  }
+  if (parsed === undefined) {
+    // Unfiltered it could show what the workspace may not use: refused instead.
+    upstream.stream.destroy()
+    reply.log.warn('a LibreChat answer to filter was not JSON, or too large; refused')
+    reply.send(new UpstreamAnswerUnreadable('chat service'))
     return
   }
   reply.send(JSON.stringify(filter(parsed)))

@@ -192,21 +192,6 @@ export function filterAgentsListing(body: unknown, matcher: PolicyMatcher): unkn
 }
 
 /**
- * The answer for a `/api/mcp/...` route naming a server the workspace may not use: LibreChat's
- * own answer for a server it does not know (v0.8.7 `api/server/routes/mcp.js`), so the UI reacts
- * as it does to a missing server.
- */
-export function mcpServerNotFound(serverName: string): {
-  statusCode: 404
-  body: { error: string }
-} {
-  return {
-    statusCode: 404,
-    body: { error: `MCP server '${serverName}' not found in configuration` },
-  }
-}
-
-/**
  * LibreChat mounts its routers case-insensitively and without strict trailing slashes (Express
  * defaults), so `/API/Models/` reaches `/api/models`; route decisions use this form.
  */
@@ -231,7 +216,7 @@ const SERVER_OAUTH_ACTIONS = new Set(['initiate', 'callback', 'bind'])
  * `api/server/routes/mcp.js`, v0.8.7): `/connection/status/:s`, `/oauth/cancel/:s`,
  * `/servers/:s`, `/:s/reinitialize`, `/:s/auth-values`, `/:s/oauth/(initiate|callback|bind)`.
  * Both names are returned where two routes could match (`/servers/reinitialize`); every one must
- * be allowed, else answer {@link mcpServerNotFound}. `[]` for paths that name no server.
+ * be allowed, else the request is refused. `[]` for paths that name no server.
  */
 export function mcpServersOfPath(url: string): string[] {
   const segments = pathSegments(url)

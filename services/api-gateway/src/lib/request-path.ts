@@ -8,11 +8,15 @@ const RESERVED_PREFIXES = ['/api', '/auth', '/v1', '/dev', '/internal', '/llm', 
 
 /**
  * Spellings that make a path mean something else once an upstream normalises it: dot segments
- * (plain or percent-encoded), encoded slashes and backslashes, empty segments, NUL. A canonical
+ * (plain or percent-encoded), encoded slashes and backslashes, empty segments, NUL, and any
+ * percent-encoded unreserved character (RFC 3986 §2.3: letters, digits, `-._~`). A canonical
  * client never sends them, and refusing them means no upstream can be reached by a path the
- * gateway read differently (`/api/../internal/v1/…`, `/v1/%2e%2e/internal`).
+ * gateway read differently (`/api/../internal/v1/…`, `/v1/%2e%2e/internal`): fastify's router
+ * decodes `/api/agents/chat/%61bort` to the abort route while LibreChat's matches it raw, as a
+ * chat for endpoint `%61bort`.
  */
-const NON_CANONICAL = /(?:^|\/)\.{1,2}(?:\/|$)|%2e|%2f|%5c|%00|\\|\/\//i
+const NON_CANONICAL =
+  /(?:^|\/)\.{1,2}(?:\/|$)|%2f|%5c|%00|%(?:3[0-9]|4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a]|2d|2e|5f|7e)|\\|\/\//i
 
 /** The path of a raw request URL, without its query string. */
 export const pathOf = (url: string): string => {

@@ -51,6 +51,15 @@ export function createStreamWatch(options: StreamWatchOptions) {
     }
   }
 
+  function abandonUnlessRead(stream: WatchedStream) {
+    const timer = setTimeout(() => {
+      timers.delete(timer)
+      void settle(stream)
+    }, options.graceMs)
+    timer.unref()
+    timers.add(timer)
+  }
+
   /** Counts a subscription; call `ended(sawFinal)` exactly once when its client connection ends. */
   async function subscribe(stream: WatchedStream) {
     const key = subscribersKey(stream)
@@ -66,19 +75,18 @@ export function createStreamWatch(options: StreamWatchOptions) {
           .expire(key, COUNT_TTL_SECONDS)
           .exec()
           .catch((error: unknown) => log.warn({ err: error }, 'stream watch lost a count'))
-        if (sawFinal) return
-        const timer = setTimeout(() => {
-          timers.delete(timer)
-          void settle(stream)
-        }, options.graceMs)
-        timer.unref()
-        timers.add(timer)
+        if (!sawFinal) abandonUnlessRead(stream)
       },
     }
   }
 
   return {
     subscribe,
+    /**
+     * A generation just started whose client has not subscribed yet: it is abandoned, like one
+     * whose reader left, unless someone subscribes within the grace period (or it has ended).
+     */
+    started: abandonUnlessRead,
     close() {
       for (const timer of timers) clearTimeout(timer)
       timers.clear()

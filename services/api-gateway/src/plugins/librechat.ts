@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import mongoose from 'mongoose'
 import { Pool } from 'undici'
+import { z } from 'zod'
 import type { LibreChatSettings } from '../config.js'
 import { DependencyUnavailable, Forbidden, NoWorkspace } from '../errors.js'
 import { isJsonObject, ownField } from '../lib/allowlist.js'
@@ -12,6 +13,7 @@ import {
   type LibreChatBridge,
   type LibreChatIdentity,
 } from '../lib/librechat-bridge.js'
+import { createStreamWatch, type StreamWatch } from '../lib/stream-watch.js'
 
 /** A member's request on its way to LibreChat: who they are there, and the rules they meet. */
 export interface BridgedRequest {
@@ -47,6 +49,8 @@ export interface LibreChat {
   agentAs(libreChatUserId: string, agentId: string): Promise<unknown>
   /** LibreChat's `modelSpecs.list` (`[]` without specs), read once a minute. */
   modelSpecs(libreChatUserId: string): Promise<unknown[]>
+  /** Aborts generations nobody reads any more (ARCHITECTURE §6). */
+  streamWatch: StreamWatch
 }
 
 export interface LibreChatCall {
@@ -60,7 +64,11 @@ export interface LibreChatCall {
 export interface LibreChatPluginOptions {
   settings: LibreChatSettings
   upstreamTimeoutMs: number
+  /** How long an unread generation waits for a reader before it is aborted. */
+  streamAbandonGraceMs: number
 }
+
+const JobStatusSchema = z.object({ active: z.boolean() }).loose()
 
 /** How long LibreChat's model specs are reused; they change only when LibreChat restarts. */
 const MODEL_SPECS_TTL_MS = 60_000
@@ -204,6 +212,41 @@ async function libreChat(app: FastifyInstance, options: LibreChatPluginOptions) 
     return specsLoading
   }
 
+  const streamWatch = createStreamWatch({
+    redis: app.redis,
+    graceMs: options.streamAbandonGraceMs,
+    log: app.log,
+    async abort(stream) {
+      const id = encodeURIComponent(stream.streamId)
+      const status = await requestAs(stream.libreChatUserId, {
+        method: 'GET',
+        path: `/api/agents/chat/status/${id}`,
+      })
+      if (status.status === 200) {
+        let parsed: unknown
+        try {
+          parsed = JSON.parse(status.text)
+        } catch {
+          parsed = undefined
+        }
+        const job = JobStatusSchema.safeParse(parsed)
+        if (job.success && !job.data.active) return
+      }
+      // Always with the id: without one LibreChat aborts the user's latest job, which may be
+      // another tab's.
+      const aborted = await requestAs(stream.libreChatUserId, {
+        method: 'POST',
+        path: '/api/agents/chat/abort',
+        body: { streamId: stream.streamId, conversationId: stream.streamId },
+      })
+      app.log.info(
+        { streamId: stream.streamId, status: aborted.status },
+        'aborted an abandoned generation',
+      )
+    },
+  })
+  app.addHook('onClose', async () => streamWatch.close())
+
   const decoration: LibreChat = {
     settings,
     bridge,
@@ -212,6 +255,7 @@ async function libreChat(app: FastifyInstance, options: LibreChatPluginOptions) 
     requestAs,
     agentAs,
     modelSpecs,
+    streamWatch,
   }
   app.decorate('libreChat', decoration)
 }
@@ -219,7 +263,7 @@ async function libreChat(app: FastifyInstance, options: LibreChatPluginOptions) 
 export const libreChatPlugin = fp(libreChat, {
   name: 'librechat',
   fastify: '5.x',
-  dependencies: ['mongo', 'door'],
+  dependencies: ['mongo', 'redis', 'door'],
 })
 
 declare module 'fastify' {

@@ -1,7 +1,7 @@
 import { InternalServiceUnavailableError } from '@platform/service-kit'
-import type { FastifyInstance, FastifyReply } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { DependencyUnavailable, quotaExceeded, rateLimited } from '../errors.js'
+import { ClientGone, DependencyUnavailable, quotaExceeded, rateLimited } from '../errors.js'
 import type { SpentBudget } from '../lib/budget-check.js'
 import { LimitStoreUnavailableError } from '../lib/limit-store.js'
 import { createRateLimiter, type RateLimitName } from '../lib/rate-limits.js'
@@ -21,7 +21,12 @@ export interface DoorLimits {
    * (a 429 when none is free). `streamKey` names the stream: a reconnect to the same stream
    * takes no second slot.
    */
-  holdStreamSlot(bridged: BridgedRequest, reply: FastifyReply, streamKey: string): Promise<void>
+  holdStreamSlot(
+    bridged: BridgedRequest,
+    request: FastifyRequest,
+    reply: FastifyReply,
+    streamKey: string,
+  ): Promise<void>
 }
 
 export interface LimitsOptions {
@@ -88,7 +93,7 @@ async function limits(app: FastifyInstance, options: LimitsOptions) {
         throw quotaExceeded(spent, `${BUDGET_TEXT[spent.limitName]}; it resets at ${spent.resetAt}`)
     },
 
-    async holdStreamSlot({ membership, policy }, reply, streamKey) {
+    async holdStreamSlot({ membership, policy }, request, reply, streamKey) {
       const decision = await streamSlots
         .acquire({
           tenantId: membership.tenantId,
@@ -105,17 +110,27 @@ async function limits(app: FastifyInstance, options: LimitsOptions) {
           `This workspace allows ${decision.limit.limit} chat streams at once; close one or wait`,
         )
       const { lease } = decision
-      const renewal = setInterval(() => {
-        lease.renew().catch((error: unknown) => {
-          reply.log.warn({ err: error }, 'could not renew a stream slot')
+      const release = () =>
+        lease.release().catch((error: unknown) => {
+          reply.log.warn({ err: error }, 'could not release a stream slot; its lease will lapse')
         })
+      // The client may have left while the checks before this ran: its 'close' has fired.
+      if (reply.raw.destroyed || request.raw.socket.destroyed) {
+        await release()
+        throw new ClientGone()
+      }
+      const renewal = setInterval(() => {
+        lease.renew().then(
+          (held) => {
+            if (!held) reply.log.warn('a stream slot lapsed while its stream was open')
+          },
+          (error: unknown) => reply.log.warn({ err: error }, 'could not renew a stream slot'),
+        )
       }, renewEveryMs)
       renewal.unref()
       reply.raw.once('close', () => {
         clearInterval(renewal)
-        lease.release().catch((error: unknown) => {
-          reply.log.warn({ err: error }, 'could not release a stream slot; its lease will lapse')
-        })
+        void release()
       })
     },
   }

@@ -1,19 +1,51 @@
-import replyFrom from '@fastify/reply-from'
+import replyFrom, { type FastifyReplyFromHooks } from '@fastify/reply-from'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { Forbidden, McpNotAllowed, ModelNotAllowed, Validation } from '../errors.js'
+import { z } from 'zod'
+import {
+  Forbidden,
+  McpNotAllowed,
+  ModelNotAllowed,
+  UpstreamAnswerUnreadable,
+  UpstreamUnavailable,
+  Validation,
+} from '../errors.js'
 import { AGENT_ID_PATTERN, checkAgentGraph, checkAgentWrite } from '../lib/agent-check.js'
-import { matcherFor, ownField, type PolicyMatcher, type PolicyRefusal } from '../lib/allowlist.js'
+import {
+  isJsonObject,
+  matcherFor,
+  ownField,
+  type PolicyMatcher,
+  type PolicyRefusal,
+} from '../lib/allowlist.js'
 import { checkChatRequest } from '../lib/chat-request-check.js'
-import { filteredRequestHeaders, sendFiltered } from '../lib/filtered-response.js'
+import { filteredRequestHeaders, readWhole, sendFiltered } from '../lib/filtered-response.js'
 import { libreChatHeaders, upstreamFailure } from '../lib/forwarding.js'
 import { listingFilterFor, rewriteStartupConfigForPlatform } from '../lib/listing-filters.js'
 import { mayUseLibreChatMethod } from '../lib/viewer-access.js'
 import type { BridgedRequest } from '../plugins/librechat.js'
 import { libreChatStreamRoutes } from './librechat-streams.js'
 
-export interface LibreChatPolicyOptions {
-  streamAbandonGraceMs: number
+const AbortBodySchema = z.strictObject({
+  streamId: z.string().max(200).optional(),
+  conversationId: z.string().max(200).optional(),
+  abortKey: z.string().max(400).optional(),
+})
+
+/** A chat POST's own answer (`{streamId, conversationId, status}`) is small. */
+const STARTED_ANSWER_MAX_BYTES = 64 * 1024
+
+const StartedSchema = z.object({ streamId: z.string().min(1).max(200) }).loose()
+
+function streamIdOf(raw: Buffer): string | undefined {
+  try {
+    const started = StartedSchema.safeParse(JSON.parse(raw.toString('utf8')))
+    return started.success ? started.data.streamId : undefined
+  } catch {
+    return undefined
+  }
 }
+
+type ResponseHandler = NonNullable<FastifyReplyFromHooks['onResponse']>
 
 /** LibreChat's own JSON body limit (librechat-api.md §2.1): nothing larger could run anyway. */
 const LIBRECHAT_BODY_LIMIT = 3 * 1024 * 1024
@@ -29,7 +61,7 @@ const LIBRECHAT_BODY_LIMIT = 3 * 1024 * 1024
  * Registered beside the `/api/*` pass-through proxy: the router prefers these routes, and the
  * proxy refuses other spellings of them (LibreChat matches paths case-insensitively).
  */
-export async function libreChatPolicyRoutes(app: FastifyInstance, options: LibreChatPolicyOptions) {
+export async function libreChatPolicyRoutes(app: FastifyInstance) {
   const { libreChat, limits } = app
   const { settings } = libreChat
   // The LibreChat plugin owns the pool and closes it; reply-from would destroy it.
@@ -79,7 +111,12 @@ export async function libreChatPolicyRoutes(app: FastifyInstance, options: Libre
     await limits.refuseSpentBudget(bridged)
     // The POST's own slot: for v0.8.1 it is the stream itself; for v0.8.7 it holds a slot while
     // the generation starts, and the stream route takes the stream's own.
-    await limits.holdStreamSlot(bridged, reply, `${bridged.identity.userId}:post:${request.id}`)
+    await limits.holdStreamSlot(
+      bridged,
+      request,
+      reply,
+      `${bridged.identity.userId}:post:${request.id}`,
+    )
   }
 
   const forward = (
@@ -87,6 +124,7 @@ export async function libreChatPolicyRoutes(app: FastifyInstance, options: Libre
     reply: FastifyReply,
     bridged: BridgedRequest | null,
     body?: unknown,
+    onResponse?: ResponseHandler,
   ) =>
     reply.from(request.url, {
       ...(body === undefined ? {} : { body }),
@@ -99,7 +137,43 @@ export async function libreChatPolicyRoutes(app: FastifyInstance, options: Libre
         failed.log.warn({ err: error }, 'LibreChat request failed')
         failed.send(upstreamFailure('chat service', error))
       },
+      ...(onResponse === undefined ? {} : { onResponse }),
     })
+
+  /**
+   * v0.8.7 answers a chat POST with `{streamId}` and generates whether or not anyone reads the
+   * stream: one nobody subscribes to within the grace period is abandoned like one whose reader
+   * left. v0.8.1 answers with the stream itself and stops when its reader leaves.
+   */
+  const watchStartedGeneration =
+    (bridged: BridgedRequest): ResponseHandler =>
+    (_incoming, outgoing, response) => {
+      const isJson = String(outgoing.getHeader('content-type') ?? '').includes('json')
+      if (response.statusCode !== 200 || !isJson) {
+        outgoing.send(response.stream)
+        return
+      }
+      readWhole(response.stream, STARTED_ANSWER_MAX_BYTES).then(
+        (raw) => {
+          if (raw === undefined) {
+            outgoing.send(new UpstreamAnswerUnreadable('chat service'))
+            return
+          }
+          outgoing.send(raw)
+          const streamId = streamIdOf(raw)
+          if (streamId !== undefined)
+            libreChat.streamWatch.started({
+              tenantId: bridged.membership.tenantId,
+              streamId,
+              libreChatUserId: bridged.identity.libreChatUserId,
+            })
+        },
+        (error: unknown) => {
+          outgoing.log.warn({ err: error }, 'LibreChat broke off a chat answer')
+          outgoing.send(new UpstreamUnavailable('chat service'))
+        },
+      )
+    }
 
   const chat = async (request: FastifyRequest, reply: FastifyReply) => {
     const bridged = await writingMember(request)
@@ -112,15 +186,19 @@ export async function libreChatPolicyRoutes(app: FastifyInstance, options: Libre
     if (!checked.ok) throw refusal(checked, matcher)
     await checkAgents(checked.agentIds, bridged, matcher)
     await admitGeneration(request, reply, bridged)
-    return forward(request, reply, bridged, checked.body)
+    return forward(request, reply, bridged, checked.body, watchStartedGeneration(bridged))
   }
 
   const chatRoute = { bodyLimit: LIBRECHAT_BODY_LIMIT }
   app.post('/api/agents/chat', chatRoute, chat)
   app.post('/api/agents/chat/:endpoint', chatRoute, chat)
-  // Before `/:endpoint` in LibreChat's router too: it stops a generation, it starts none.
-  app.post('/api/agents/chat/abort', chatRoute, async (request, reply) =>
-    forward(request, reply, await writingMember(request)),
+  // Before `/:endpoint` in LibreChat's router too: it stops a generation, it starts none. Only
+  // an abort's own fields pass, so the body cannot be a chat for a LibreChat that has no abort
+  // route of its own (v0.8.1 reads `body.endpoint` there).
+  app.post(
+    '/api/agents/chat/abort',
+    { bodyLimit: 16 * 1024, schema: { body: AbortBodySchema } },
+    async (request, reply) => forward(request, reply, await writingMember(request), request.body),
   )
 
   // LibreChat's OpenAI-compatible and Open Responses APIs run a saved agent named by `model`.
@@ -164,12 +242,19 @@ export async function libreChatPolicyRoutes(app: FastifyInstance, options: Libre
   // The startup config: signed out (or with a token for no workspace) LibreChat's login-page
   // subset, rewritten for platform accounts; signed in, also filtered to the workspace's policy.
   const configFilter = listingFilterFor('/api/config')
+  // v0.8.1 shows every model spec and MCP server to anyone; nobody signed out may use any.
+  const signedOutConfig = (body: unknown) => {
+    const rewritten = rewriteStartupConfigForPlatform(body)
+    if (!isJsonObject(rewritten)) return rewritten
+    const { modelSpecs: _specs, mcpServers: _servers, ...rest } = rewritten
+    return rest
+  }
   app.get('/api/config', async (request, reply) => {
     const signedIn = request.user !== null && request.user.wid !== undefined
     const bridged = signedIn ? await libreChat.bridgeMember(request) : null
     const filter =
       bridged === null || configFilter === undefined
-        ? rewriteStartupConfigForPlatform
+        ? signedOutConfig
         : (body: unknown) => configFilter(body, matcherFor(bridged.policy))
     return reply.from(request.url, {
       rewriteRequestHeaders: (incoming, headers) =>
@@ -189,5 +274,5 @@ export async function libreChatPolicyRoutes(app: FastifyInstance, options: Libre
     })
   })
 
-  await app.register(libreChatStreamRoutes, { graceMs: options.streamAbandonGraceMs })
+  await app.register(libreChatStreamRoutes)
 }

@@ -1,22 +1,12 @@
 import httpProxy from '@fastify/http-proxy'
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { Forbidden, Validation } from '../errors.js'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { Forbidden, McpNotAllowed, Validation } from '../errors.js'
 import { matcherFor } from '../lib/allowlist.js'
-import { filteredRequestHeaders, sendFiltered } from '../lib/filtered-response.js'
+import { filteredRequestHeaders, markPerWorkspace, sendFiltered } from '../lib/filtered-response.js'
 import { libreChatHeaders, upstreamFailure } from '../lib/forwarding.js'
-import {
-  libreChatRouteOf,
-  listingFilterFor,
-  mcpServerNotFound,
-  mcpServersOfPath,
-} from '../lib/listing-filters.js'
+import { libreChatRouteOf, listingFilterFor, mcpServersOfPath } from '../lib/listing-filters.js'
 import { mayUseLibreChatMethod } from '../lib/viewer-access.js'
 
-/**
- * Everything under `/api` that policy does not need to read, streamed both ways untouched, as
- * the member's LibreChat user; listings filtered to the workspace's allowlists; and LibreChat's
- * web UI (static files, no identity). The routes policy reads are in `librechat-policy.ts`.
- */
 /**
  * The routes `librechat-policy.ts` serves, as LibreChat matches them (case-insensitive, extra
  * slashes ignored). The router sends only their exact spelling there; any other spelling that
@@ -37,11 +27,16 @@ const isPolicyRoute = (method: string, url: string) => {
   return POLICY_ROUTES.some((entry) => entry.method === method && entry.route.test(route))
 }
 
+/**
+ * Everything under `/api` that policy does not need to read, streamed both ways untouched, as
+ * the member's LibreChat user; listings filtered to the workspace's allowlists; and LibreChat's
+ * web UI (static files, no identity). The routes policy reads are in `librechat-policy.ts`.
+ */
 export async function libreChatProxyRoutes(app: FastifyInstance) {
   const { libreChat } = app
   const { settings } = libreChat
 
-  const bridgeAndCheck = async (request: FastifyRequest, reply: FastifyReply) => {
+  const bridgeAndCheck = async (request: FastifyRequest) => {
     if (isPolicyRoute(request.method, request.url))
       throw new Validation(
         'Spell this path as LibreChat’s client does (lower case, no extra or trailing slashes)',
@@ -53,14 +48,14 @@ export async function libreChatProxyRoutes(app: FastifyInstance) {
     const refusedServer = mcpServersOfPath(request.url).find(
       (server) => !matcher.isServerAllowed(server),
     )
-    if (refusedServer !== undefined) {
-      const notFound = mcpServerNotFound(refusedServer)
-      return reply.code(notFound.statusCode).send(notFound.body)
-    }
+    if (refusedServer !== undefined)
+      throw new McpNotAllowed(`MCP server ${refusedServer}`, matcher.workspaceName)
   }
 
   const listingFilterOf = (request: { method: string; url: string }) =>
-    request.method === 'GET' ? listingFilterFor(request.url) : undefined
+    request.method === 'GET' || request.method === 'HEAD'
+      ? listingFilterFor(request.url)
+      : undefined
 
   await app.register(httpProxy, {
     upstream: settings.url,
@@ -90,6 +85,13 @@ export async function libreChatProxyRoutes(app: FastifyInstance) {
           reply.send(response.stream)
           return
         }
+        if (request.method === 'HEAD') {
+          // No body to filter, but the unfiltered body's length and validators must not show.
+          markPerWorkspace(reply)
+          reply.removeHeader('content-length')
+          reply.send(response.stream)
+          return
+        }
         const matcher = matcherFor(bridged.policy)
         sendFiltered(reply, response, (body) => filter(body, matcher)).catch((error: unknown) =>
           reply.send(error),
@@ -103,7 +105,7 @@ export async function libreChatProxyRoutes(app: FastifyInstance) {
       upstream: settings.url,
       prefix: '/',
       undici: libreChat.pool,
-    destroyAgent: false,
+      destroyAgent: false,
       httpMethods: ['GET', 'HEAD'],
       replyOptions: {
         rewriteRequestHeaders: (request, headers) =>

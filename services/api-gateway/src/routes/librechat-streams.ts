@@ -2,55 +2,24 @@ import { pipeline } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { z } from 'zod'
 import { libreChatHeaders, upstreamFailure } from '../lib/forwarding.js'
-import { createStreamWatch, finalFrameSpy, type WatchedStream } from '../lib/stream-watch.js'
-
-export interface LibreChatStreamOptions {
-  graceMs: number
-}
-
-const StatusSchema = z.object({ active: z.boolean() }).loose()
+import { finalFrameSpy, type WatchedStream } from '../lib/stream-watch.js'
 
 /**
  * LibreChat's resumable chat stream (`GET /api/agents/chat/stream/:streamId`, librechat-api.md
  * §2.2): passed through frame by frame with backpressure, watched for its final frame so a
  * generation whose reader left early is aborted after the grace period, by its stream id.
  */
-export async function libreChatStreamRoutes(app: FastifyInstance, options: LibreChatStreamOptions) {
+export async function libreChatStreamRoutes(app: FastifyInstance) {
   const { libreChat } = app
   const { settings } = libreChat
 
-  const watch = createStreamWatch({
-    redis: app.redis,
-    graceMs: options.graceMs,
-    log: app.log,
-    async abort(stream) {
-      const id = encodeURIComponent(stream.streamId)
-      const status = await libreChat.requestAs(stream.libreChatUserId, {
-        method: 'GET',
-        path: `/api/agents/chat/status/${id}`,
-      })
-      if (status.status === 200) {
-        const parsed = StatusSchema.safeParse(JSON.parse(status.text))
-        if (parsed.success && !parsed.data.active) return
-      }
-      // Always with the id: without one LibreChat aborts the user's latest job, which may be
-      // another tab's.
-      const aborted = await libreChat.requestAs(stream.libreChatUserId, {
-        method: 'POST',
-        path: '/api/agents/chat/abort',
-        body: { streamId: stream.streamId, conversationId: stream.streamId },
-      })
-      app.log.info(
-        { streamId: stream.streamId, status: aborted.status },
-        'aborted an abandoned generation',
-      )
-    },
-  })
-  app.addHook('onClose', async () => watch.close())
+  const watch = libreChat.streamWatch
 
   app.get(
     '/api/agents/chat/stream/:streamId',
     {
+      // A HEAD would subscribe, end at once without the final frame, and so abandon the stream.
+      exposeHeadRoute: false,
       preHandler: async (request) => {
         await libreChat.bridgeMember(request)
       },
@@ -62,6 +31,7 @@ export async function libreChatStreamRoutes(app: FastifyInstance, options: Libre
       // Keyed by the stream: a reconnect (a reloaded page) takes no second slot.
       await app.limits.holdStreamSlot(
         bridged,
+        request,
         reply,
         `${bridged.identity.userId}:stream:${request.params.streamId}`,
       )
@@ -90,13 +60,16 @@ export async function libreChatStreamRoutes(app: FastifyInstance, options: Libre
             return
           }
           let sawFinal = false
-          const subscription = watch.subscribe(stream)
-          outgoing.raw.once('close', () => {
-            void subscription.then(
-              (open) => open.ended(sawFinal),
-              (error: unknown) => outgoing.log.warn({ err: error }, 'stream watch unavailable'),
-            )
+          const subscription = watch.subscribe(stream).catch((error: unknown) => {
+            outgoing.log.warn({ err: error }, 'stream watch unavailable')
+            return undefined
           })
+          const ended = () => {
+            void subscription.then((open) => open?.ended(sawFinal))
+          }
+          // The client may have left while LibreChat's headers were on their way.
+          if (outgoing.raw.destroyed) ended()
+          else outgoing.raw.once('close', ended)
           const spy = finalFrameSpy(() => {
             sawFinal = true
           })

@@ -339,6 +339,12 @@ describe('what the gateway never routes', () => {
     '/v1\\..\\internal',
     '/.well-known/../internal/v1/keys/rotate',
     '/v1/workspaces/.',
+    // The router would decode these to another route than the upstream's raw match.
+    '/api/agents/chat/%61bort',
+    '/api/agents/chat/%41BORT',
+    '/v1/%77orkspaces',
+    '/api/agents%2Dchat',
+    '/api/%7Econfig',
   ])('refuses the non-canonical path %s with 400 before routing it', async (path) => {
     const { gatewayUrl, alice, echo } = await platformWithEcho()
     for (const headers of [{}, bearer(alice.token)]) {
