@@ -34,10 +34,15 @@ export function createStreamWatch(options: StreamWatchOptions) {
   const { redis, log } = options
   const timers = new Set<NodeJS.Timeout>()
 
-  async function settle(stream: WatchedStream) {
+  /**
+   * `afterStart`: the check of a generation's start, which stands down once anyone has ever
+   * subscribed (the count exists from the first subscription on); the subscriptions' own ends
+   * decide from then on, each with its full grace period.
+   */
+  async function settle(stream: WatchedStream, afterStart: boolean) {
     try {
-      const open = Number((await redis.get(subscribersKey(stream))) ?? '0')
-      if (open > 0) return
+      const count = await redis.get(subscribersKey(stream))
+      if (afterStart ? count !== null : Number(count ?? '0') > 0) return
     } catch (error) {
       // Without the count a reconnect on another replica cannot be seen; a generation left
       // running costs less than one cut off under a reader.
@@ -51,10 +56,10 @@ export function createStreamWatch(options: StreamWatchOptions) {
     }
   }
 
-  function abandonUnlessRead(stream: WatchedStream) {
+  function abandonUnlessRead(stream: WatchedStream, afterStart: boolean) {
     const timer = setTimeout(() => {
       timers.delete(timer)
-      void settle(stream)
+      void settle(stream, afterStart)
     }, options.graceMs)
     timer.unref()
     timers.add(timer)
@@ -75,7 +80,7 @@ export function createStreamWatch(options: StreamWatchOptions) {
           .expire(key, COUNT_TTL_SECONDS)
           .exec()
           .catch((error: unknown) => log.warn({ err: error }, 'stream watch lost a count'))
-        if (!sawFinal) abandonUnlessRead(stream)
+        if (!sawFinal) abandonUnlessRead(stream, false)
       },
     }
   }
@@ -86,7 +91,7 @@ export function createStreamWatch(options: StreamWatchOptions) {
      * A generation just started whose client has not subscribed yet: it is abandoned, like one
      * whose reader left, unless someone subscribes within the grace period (or it has ended).
      */
-    started: abandonUnlessRead,
+    started: (stream: WatchedStream) => abandonUnlessRead(stream, true),
     close() {
       for (const timer of timers) clearTimeout(timer)
       timers.clear()
