@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { Transform } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
@@ -23,6 +24,9 @@ const COUNT_TTL_SECONDS = 3600
 
 const subscribersKey = (stream: WatchedStream) =>
   `gw:stream-subscribers:{${stream.tenantId}}:${stream.streamId}`
+/** Present from a generation's start until someone subscribes: that start's marker. */
+const startKey = (stream: WatchedStream) =>
+  `gw:stream-started:{${stream.tenantId}}:${stream.streamId}`
 
 /**
  * Aborts abandoned generations and only those. LibreChat keeps generating after a client goes
@@ -34,21 +38,7 @@ export function createStreamWatch(options: StreamWatchOptions) {
   const { redis, log } = options
   const timers = new Set<NodeJS.Timeout>()
 
-  /**
-   * `afterStart`: the check of a generation's start, which stands down once anyone has ever
-   * subscribed (the count exists from the first subscription on); the subscriptions' own ends
-   * decide from then on, each with its full grace period.
-   */
-  async function settle(stream: WatchedStream, afterStart: boolean) {
-    try {
-      const count = await redis.get(subscribersKey(stream))
-      if (afterStart ? count !== null : Number(count ?? '0') > 0) return
-    } catch (error) {
-      // Without the count a reconnect on another replica cannot be seen; a generation left
-      // running costs less than one cut off under a reader.
-      log.warn({ err: error, streamId: stream.streamId }, 'stream watch could not read subscribers')
-      return
-    }
+  async function abortQuietly(stream: WatchedStream) {
     try {
       await options.abort(stream)
     } catch (error) {
@@ -56,10 +46,17 @@ export function createStreamWatch(options: StreamWatchOptions) {
     }
   }
 
-  function abandonUnlessRead(stream: WatchedStream, afterStart: boolean) {
+  // Without Redis a reconnect on another replica cannot be seen; a generation left running
+  // costs less than one cut off under a reader.
+  const unreadable = (stream: WatchedStream) => (error: unknown) => {
+    log.warn({ err: error, streamId: stream.streamId }, 'stream watch could not read its state')
+    return undefined
+  }
+
+  function later(check: () => Promise<void>) {
     const timer = setTimeout(() => {
       timers.delete(timer)
-      void settle(stream, afterStart)
+      void check()
     }, options.graceMs)
     timer.unref()
     timers.add(timer)
@@ -68,7 +65,8 @@ export function createStreamWatch(options: StreamWatchOptions) {
   /** Counts a subscription; call `ended(sawFinal)` exactly once when its client connection ends. */
   async function subscribe(stream: WatchedStream) {
     const key = subscribersKey(stream)
-    await redis.multi().incr(key).expire(key, COUNT_TTL_SECONDS).exec()
+    // Any subscription means the latest start has been read: its own check stands down.
+    await redis.multi().incr(key).expire(key, COUNT_TTL_SECONDS).del(startKey(stream)).exec()
     let done = false
     return {
       async ended(sawFinal: boolean) {
@@ -80,18 +78,37 @@ export function createStreamWatch(options: StreamWatchOptions) {
           .expire(key, COUNT_TTL_SECONDS)
           .exec()
           .catch((error: unknown) => log.warn({ err: error }, 'stream watch lost a count'))
-        if (!sawFinal) abandonUnlessRead(stream, false)
+        if (sawFinal) return
+        later(async () => {
+          const count = await redis.get(key).catch(unreadable(stream))
+          if (count === undefined || Number(count ?? '0') > 0) return
+          await abortQuietly(stream)
+        })
       },
     }
   }
 
+  /**
+   * A generation just started whose client has not subscribed yet: it is abandoned, like one
+   * whose reader left, unless someone subscribes within the grace period. Call it before the
+   * client can learn the stream id, so no subscription can come first. A stream id names a
+   * conversation, whose earlier turns' counts say nothing about this one: each start is marked.
+   */
+  async function started(stream: WatchedStream) {
+    const marker = randomUUID()
+    const key = startKey(stream)
+    const marked = await redis.set(key, marker, 'EX', COUNT_TTL_SECONDS).catch(unreadable(stream))
+    if (marked === undefined) return
+    later(async () => {
+      const current = await redis.get(key).catch(unreadable(stream))
+      if (current !== marker) return
+      await abortQuietly(stream)
+    })
+  }
+
   return {
     subscribe,
-    /**
-     * A generation just started whose client has not subscribed yet: it is abandoned, like one
-     * whose reader left, unless someone subscribes within the grace period (or it has ended).
-     */
-    started: (stream: WatchedStream) => abandonUnlessRead(stream, true),
+    started,
     close() {
       for (const timer of timers) clearTimeout(timer)
       timers.clear()

@@ -104,7 +104,9 @@ async function libreChat(app: FastifyInstance, options: LibreChatPluginOptions) 
   })
   await bridge.ensureIndexes()
   const pool = new Pool(settings.url, {
-    connections: 256,
+    // No cap: every open chat stream holds a connection for as long as it runs, and a capped
+    // pool would queue other members' requests behind them. The door's limits bound streams.
+    connections: null,
     headersTimeout: options.upstreamTimeoutMs,
     // Streams stay open as long as a generation runs; the abandonment watch ends stale ones.
     bodyTimeout: 0,

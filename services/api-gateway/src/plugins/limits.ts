@@ -5,7 +5,7 @@ import { ClientGone, DependencyUnavailable, quotaExceeded, rateLimited } from '.
 import type { SpentBudget } from '../lib/budget-check.js'
 import { LimitStoreUnavailableError } from '../lib/limit-store.js'
 import { createRateLimiter, type RateLimitName } from '../lib/rate-limits.js'
-import { createStreamSlots } from '../lib/stream-slots.js'
+import { createStreamSlots, type StreamLease } from '../lib/stream-slots.js'
 import type { BridgedRequest } from './librechat.js'
 
 export interface DoorLimits {
@@ -58,7 +58,23 @@ async function limits(app: FastifyInstance, options: LimitsOptions) {
   // Keys carry the Redis client's own prefix, if any (tests give each app one).
   const rateLimiter = createRateLimiter({ redis: app.redis })
   const streamSlots = createStreamSlots({ redis: app.redis, leaseMs: options.streamSlotLeaseMs })
-  const renewEveryMs = Math.max(1, Math.floor(options.streamSlotLeaseMs / 3))
+  // One timer renews every lease this replica holds, not one timer per open stream.
+  const heldLeases = new Set<StreamLease>()
+  const renewal = setInterval(
+    () => {
+      for (const lease of heldLeases) {
+        lease.renew().then(
+          (held) => {
+            if (!held) app.log.warn('a stream slot lapsed while its stream was open')
+          },
+          (error: unknown) => app.log.warn({ err: error }, 'could not renew a stream slot'),
+        )
+      }
+    },
+    Math.max(1, Math.floor(options.streamSlotLeaseMs / 3)),
+  )
+  renewal.unref()
+  app.addHook('onClose', async () => clearInterval(renewal))
 
   const decoration: DoorLimits = {
     async countRequest({ membership, identity, policy }, reply) {
@@ -119,17 +135,9 @@ async function limits(app: FastifyInstance, options: LimitsOptions) {
         await release()
         throw new ClientGone()
       }
-      const renewal = setInterval(() => {
-        lease.renew().then(
-          (held) => {
-            if (!held) reply.log.warn('a stream slot lapsed while its stream was open')
-          },
-          (error: unknown) => reply.log.warn({ err: error }, 'could not renew a stream slot'),
-        )
-      }, renewEveryMs)
-      renewal.unref()
+      heldLeases.add(lease)
       reply.raw.once('close', () => {
-        clearInterval(renewal)
+        heldLeases.delete(lease)
         void release()
       })
     },

@@ -159,14 +159,19 @@ export async function libreChatPolicyRoutes(app: FastifyInstance) {
             outgoing.send(new UpstreamAnswerUnreadable('chat service'))
             return
           }
-          outgoing.send(raw)
           const streamId = streamIdOf(raw)
-          if (streamId !== undefined)
-            libreChat.streamWatch.started({
+          if (streamId === undefined) {
+            outgoing.send(raw)
+            return
+          }
+          // Marked before the client learns the id, so its subscription cannot come first.
+          void libreChat.streamWatch
+            .started({
               tenantId: bridged.membership.tenantId,
               streamId,
               libreChatUserId: bridged.identity.libreChatUserId,
             })
+            .finally(() => outgoing.send(raw))
         },
         (error: unknown) => {
           outgoing.log.warn({ err: error }, 'LibreChat broke off a chat answer')

@@ -73,10 +73,16 @@ export async function libreChatStreamRoutes(app: FastifyInstance) {
           const spy = finalFrameSpy(() => {
             sawFinal = true
           })
+          // Fastify would write the head with the first frame, which may be a while off for a
+          // second reader of a running generation: the head goes now, as LibreChat sent it.
+          reply.hijack()
+          for (const [name, value] of Object.entries(reply.getHeaders()))
+            if (value !== undefined) reply.raw.setHeader(name, value)
+          reply.raw.writeHead(response.statusCode)
+          reply.raw.flushHeaders()
           // pipeline, not pipe: a client that leaves destroys the spy, and with it the
           // upstream body, so its connection to LibreChat is released.
-          pipeline(response.stream, spy, () => undefined)
-          outgoing.send(spy)
+          pipeline(response.stream, spy, reply.raw, () => undefined)
         },
       })
     },

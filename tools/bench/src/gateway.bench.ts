@@ -1,0 +1,1227 @@
+/**
+ * What the api-gateway costs on the LibreChat path, each figure next to the same thing done
+ * directly against the upstream in the same run:
+ *
+ * 1. Added latency of a small JSON route (`GET /api/user`) at 1,000 requests/s, through the
+ *    gateway as a workspace member (platform token verified with its revocation check in Redis,
+ *    membership and policy from the gateway's caches, the LibreChat identity bridge and its
+ *    minted token; the requests-per-minute limits count only requests that start a generation,
+ *    so they are not in this path), against the same route called directly with a LibreChat
+ *    token and a browser User-Agent. Twice: autocannon with `overallRate`, which paces
+ *    each connection per second (it sends its share back to back, then waits for the next second,
+ *    so the servers see bursts of `connections` concurrent requests), and an open-loop generator
+ *    that sends one request every millisecond. Then one request at a time: the gateway's own
+ *    cost without any queueing. The upstream is a LibreChat stand-in that checks the minted token
+ *    as LibreChat does and answers from memory: the contract double looks the user up in MongoDB
+ *    on every request, which caps it near 600 requests/s on this machine, below the rate
+ *    measured (`--upstream double` measures against it anyway).
+ * 2. Added time to the first SSE byte: `GET /api/agents/chat/stream/:streamId` of a generation
+ *    that has emitted its first frames and waits on the model (the fake provider holds it), one
+ *    at a time, through the gateway (which holds a stream slot in Redis for it) and directly to
+ *    the contract double, interleaved. The workspace's limits are set high enough never to
+ *    refuse (requests per minute) or unlimited (budgets, concurrent streams).
+ * 3. The gateway's memory with 2,000 open idle streams: RSS and live heap (after a forced
+ *    collection) of the gateway's process above its idle level, while that many SSE connections
+ *    wait on two generations the fake provider holds back.
+ *
+ * Each part starts a fresh gateway process (`services/api-gateway/src/server.ts`); the
+ * auth-service, workspace-service, LibreChat double, stand-in and fake provider run in this
+ * process, the load generators in a worker thread of it.
+ *
+ * Usage: pnpm run bench:gateway [-- --json] [--quick] [--phases latency,ttfb,memory]
+ *        [--rate 1000] [--connections 10] [--duration 20] [--warmup 5] [--sequential 1000]
+ *        [--upstream standin|double] [--samples 200] [--streams 2000]
+ * MongoDB and Redis: MONGO_URL/REDIS_URL when set, otherwise @platform/local-infra's (stopped after).
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { Agent, request as httpRequest } from 'node:http'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { parseArgs } from 'node:util'
+import { isMainThread, parentPort, Worker } from 'node:worker_threads'
+import { buildApp as buildAuthApp } from '@platform/auth-service/app'
+import { loadConfig as loadAuthConfig } from '@platform/auth-service/config'
+import { type FakeProvider, startFakeProvider } from '@platform/fake-provider'
+import {
+  isBrowserUserAgent,
+  type LibreChatDouble,
+  NO_PARENT,
+  startLibreChatDouble,
+} from '@platform/librechat-double'
+import {
+  findFreePort,
+  provideInfrastructure,
+  stopChild,
+  waitUntilReady,
+} from '@platform/local-infra'
+import { buildApp as buildWorkspaceApp } from '@platform/workspace-service/app'
+import { loadConfig as loadWorkspaceConfig } from '@platform/workspace-service/config'
+import autocannon from 'autocannon'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { jwtVerify, SignJWT } from 'jose'
+
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
+const GATEWAY_DIR = join(REPO_ROOT, 'services/api-gateway')
+/** A Chrome on Linux: LibreChat refuses its browser-only routes to anything else. */
+const BROWSER_USER_AGENT =
+  'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
+const PROVIDER = 'oai'
+const PROVIDER_API_KEY = 'sk-fake-provider-key'
+const MODEL = 'fake-small'
+const PASSWORD = 'correct horse battery staple'
+/** High enough never to refuse, but set, so a chat POST meets the limit's Redis round trip. */
+const BENCH_RATE_LIMIT = 1_000_000
+/** Opening streams is over when no more reach LibreChat for this long. */
+const STREAM_OPEN_STALL_MS = 10_000
+const MIB = 1024 * 1024
+/** USER_HZ: the unit of /proc's CPU times on every Linux Node runs on. */
+const CLOCK_TICKS_PER_SECOND = 100
+
+const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
+const secret = () => randomBytes(32).toString('base64url')
+
+const percentile = (sorted: ArrayLike<number>, p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN
+
+function summary(samples: ArrayLike<number>) {
+  const sorted = Float64Array.from(samples).sort()
+  return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), n: sorted.length }
+}
+type Summary = ReturnType<typeof summary>
+
+const added = (through: Summary, direct: Summary) => ({
+  p50: through.p50 - direct.p50,
+  p99: through.p99 - direct.p99,
+})
+
+async function waitFor(what: string, condition: () => boolean, timeoutMs: number) {
+  const deadline = performance.now() + timeoutMs
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`)
+    await sleep(1)
+  }
+}
+
+/** CPU seconds a process has used so far, user and system, all threads. */
+async function cpuSecondsOf(pid: number) {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  // Fields 14 and 15 (utime, stime), counted after the command name, which may hold spaces.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND
+}
+
+/** The gateway process's CPU while `work` runs: cores in use, and CPU per request. */
+async function gatewayCpu<T>(
+  gateway: GatewayProcess,
+  requests: (result: T) => number,
+  work: () => Promise<T>,
+) {
+  const pid = gateway.child.pid
+  if (pid === undefined) throw new Error('the gateway has no process id')
+  const cpuBefore = await cpuSecondsOf(pid)
+  const started = performance.now()
+  const result = await work()
+  const cpu = (await cpuSecondsOf(pid)) - cpuBefore
+  const seconds = (performance.now() - started) / 1000
+  return {
+    result,
+    cpu: { cores: cpu / seconds, msPerRequest: (cpu * 1000) / requests(result) },
+  }
+}
+
+function gate() {
+  let open: () => void = () => undefined
+  const opened = new Promise<void>((resolveGate) => {
+    open = resolveGate
+  })
+  return { opened, open }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load generators, in a worker thread of this same file so that their event loop is not the
+// upstream's. Latencies are kept at full resolution (autocannon's own histogram keeps whole
+// milliseconds, too coarse for a 1 ms target).
+
+interface LoadRun {
+  generator: 'autocannon' | 'paced'
+  url: string
+  headers: Record<string, string>
+  /** autocannon's connections; the paced generator's most requests in flight. */
+  connections: number
+  rate: number
+  durationSeconds: number
+}
+
+interface LoadResult {
+  latenciesMs: Float64Array
+  statusCounts: Record<string, number>
+  errors: number
+  requestsPerSecond: number
+}
+
+function runAutocannon(run: LoadRun): Promise<LoadResult> {
+  const latencies: number[] = []
+  const statusCounts: Record<string, number> = {}
+  let responses = 0
+  return new Promise((resolveRun, reject) => {
+    const instance = autocannon(
+      {
+        url: run.url,
+        headers: run.headers,
+        connections: run.connections,
+        overallRate: run.rate,
+        duration: run.durationSeconds,
+        // Its correction assumes an even spacing it does not produce; the raw times are kept.
+        ignoreCoordinatedOmission: true,
+      },
+      (error: unknown, result) => {
+        if (error !== null && error !== undefined) {
+          reject(error)
+          return
+        }
+        resolveRun({
+          latenciesMs: Float64Array.from(latencies),
+          statusCounts,
+          errors: result.errors + result.timeouts,
+          requestsPerSecond: responses / (result.duration > 0 ? result.duration : 1),
+        })
+      },
+    )
+    // The tracker passes the client first (the type definitions leave it out).
+    instance.on(
+      'response',
+      (_client: unknown, statusCode: number, _bytes: number, responseTimeMs: number) => {
+        responses += 1
+        statusCounts[statusCode] = (statusCounts[statusCode] ?? 0) + 1
+        if (statusCode >= 200 && statusCode < 300) latencies.push(responseTimeMs)
+      },
+    )
+  })
+}
+
+/**
+ * Open loop: request `i` is due at `i / rate` seconds and is sent then, whether or not earlier
+ * ones have been answered, over keep-alive connections (at most `connections`; beyond that a
+ * request waits for one, and that wait counts in its latency).
+ */
+async function runPaced(run: LoadRun): Promise<LoadResult> {
+  const agent = new Agent({ keepAlive: true, maxSockets: run.connections })
+  const latencies: number[] = []
+  const statusCounts: Record<string, number> = {}
+  let errors = 0
+  const inFlight = new Set<Promise<void>>()
+  const send = () => {
+    const started = performance.now()
+    const answered = new Promise<void>((resolveRequest) => {
+      const outgoing = httpRequest(run.url, { headers: run.headers, agent }, (response) => {
+        response.resume()
+        response.on('end', () => {
+          const status = response.statusCode ?? 0
+          statusCounts[status] = (statusCounts[status] ?? 0) + 1
+          if (status >= 200 && status < 300) latencies.push(performance.now() - started)
+          resolveRequest()
+        })
+      })
+      outgoing.on('error', () => {
+        errors += 1
+        resolveRequest()
+      })
+      outgoing.end()
+    })
+    inFlight.add(answered)
+    void answered.then(() => inFlight.delete(answered))
+  }
+  const total = Math.round(run.rate * run.durationSeconds)
+  const intervalMs = 1000 / run.rate
+  const start = performance.now()
+  let sent = 0
+  while (sent < total) {
+    const due = Math.min(total, Math.floor((performance.now() - start) / intervalMs) + 1)
+    for (; sent < due; sent++) send()
+    await sleep(1)
+  }
+  await Promise.all(inFlight)
+  const seconds = (performance.now() - start) / 1000
+  agent.destroy()
+  return {
+    latenciesMs: Float64Array.from(latencies),
+    statusCounts,
+    errors,
+    requestsPerSecond: total / seconds,
+  }
+}
+
+function serveLoadRuns() {
+  const port = parentPort
+  if (port === null) throw new Error('the load generator runs in a worker thread')
+  port.on('message', (run: LoadRun) => {
+    const result = run.generator === 'autocannon' ? runAutocannon(run) : runPaced(run)
+    result.then(
+      (answer) => port.postMessage(answer),
+      (error: unknown) => port.postMessage({ error: String(error) }),
+    )
+  })
+}
+
+function startLoadGenerator() {
+  const worker = new Worker(new URL(import.meta.url))
+  return {
+    async run(run: LoadRun): Promise<LoadResult> {
+      worker.postMessage(run)
+      const [answer] = (await once(worker, 'message')) as [LoadResult | { error: string }]
+      if ('error' in answer) throw new Error(`load generator: ${answer.error}`)
+      return answer
+    },
+    close: () => worker.terminate(),
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP as a client sees it: node:http, so the first body byte can be timed.
+
+interface Answer {
+  status: number
+  firstByteMs: number
+  totalMs: number
+  body: string
+}
+
+interface CallOptions {
+  method?: string
+  headers: Record<string, string>
+  agent: Agent
+  json?: unknown
+  onFirstByte?: () => void
+}
+
+function call(url: string, options: CallOptions): Promise<Answer> {
+  const body = options.json === undefined ? undefined : JSON.stringify(options.json)
+  const headers =
+    body === undefined
+      ? options.headers
+      : { ...options.headers, 'content-type': 'application/json' }
+  return new Promise((resolveAnswer, reject) => {
+    const started = performance.now()
+    const outgoing = httpRequest(
+      url,
+      { method: options.method ?? 'GET', headers, agent: options.agent },
+      (response) => {
+        let firstByteMs = Number.NaN
+        const chunks: Buffer[] = []
+        response.on('data', (chunk: Buffer) => {
+          if (chunks.length === 0) {
+            firstByteMs = performance.now() - started
+            options.onFirstByte?.()
+          }
+          chunks.push(chunk)
+        })
+        response.on('error', reject)
+        response.on('end', () =>
+          resolveAnswer({
+            status: response.statusCode ?? 0,
+            firstByteMs,
+            totalMs: performance.now() - started,
+            body: Buffer.concat(chunks).toString('utf8'),
+          }),
+        )
+      },
+    )
+    outgoing.on('error', reject)
+    outgoing.end(body)
+  })
+}
+
+function expectStatus(answer: Answer, status: number, what: string) {
+  if (answer.status !== status)
+    throw new Error(`${what} answered ${answer.status}: ${answer.body.slice(0, 500)}`)
+  return answer
+}
+
+async function json<T>(response: Response): Promise<T> {
+  if (!response.ok)
+    throw new Error(`${response.url} answered ${response.status}: ${await response.text()}`)
+  return (await response.json()) as T
+}
+
+/** Sends each target's request once per round, alternating which goes first; warm-up rounds first. */
+async function interleaved<Target extends string>(
+  targets: readonly Target[],
+  rounds: number,
+  warmupRounds: number,
+  sample: (target: Target) => Promise<number>,
+) {
+  const samples = new Map<Target, number[]>(targets.map((target) => [target, []]))
+  for (let round = 0; round < warmupRounds + rounds; round++) {
+    const order = round % 2 === 0 ? targets : [...targets].reverse()
+    for (const target of order) {
+      const value = await sample(target)
+      if (round >= warmupRounds) samples.get(target)?.push(value)
+    }
+  }
+  return (target: Target) => summary(samples.get(target) ?? [])
+}
+
+// ---------------------------------------------------------------------------------------------
+// The platform: real services, the double with its fake provider, and gateways in processes.
+
+interface Platform {
+  auth: FastifyInstance
+  workspace: FastifyInstance
+  authUrl: string
+  workspaceUrl: string
+  publicUrl: string
+  gatewaySecret: string
+  provider: FakeProvider
+  double: LibreChatDouble
+  libreChatMongoUrl: string
+  libreChatJwtSecret: string
+  mongoUrl: string
+  redisUrl: string
+}
+
+/** A MongoDB URL naming `dbName`, as `LIBRECHAT_MONGO_URL` does in a deployment. */
+function withDatabase(url: string, dbName: string) {
+  const parsed = new URL(url)
+  parsed.pathname = `/${dbName}`
+  return parsed.toString()
+}
+
+async function startPlatform(mongoUrl: string, redisUrl: string): Promise<Platform> {
+  const secrets = {
+    AUTH_KEY_ENCRYPTION_KEY: secret(),
+    SERVICE_SECRET_AUTH: secret(),
+    SERVICE_SECRET_WORKSPACE: secret(),
+    SERVICE_SECRET_GATEWAY: secret(),
+    SERVICE_SECRET_RUNTIME: secret(),
+  }
+  const run = randomBytes(3).toString('hex')
+  const common = { MONGO_URL: mongoUrl, REDIS_URL: redisUrl, LOG_LEVEL: 'warn', ...secrets }
+  const publicUrl = 'http://bench.platform.test'
+  const workspacePort = await findFreePort()
+  const workspaceUrl = `http://127.0.0.1:${workspacePort}`
+  const auth = await buildAuthApp(
+    loadAuthConfig({
+      ...common,
+      PUBLIC_URL: publicUrl,
+      WORKSPACE_SERVICE_URL: workspaceUrl,
+      // Outlives the run, so no token expires half way through a measurement.
+      ACCESS_TOKEN_TTL_SECONDS: '7200',
+    }),
+    { dbName: `bench_auth_${run}` },
+  )
+  const authUrl = await auth.listen({ host: '127.0.0.1', port: 0 })
+  const workspace = await buildWorkspaceApp(
+    loadWorkspaceConfig({ ...common, PUBLIC_URL: publicUrl, AUTH_SERVICE_URL: authUrl }),
+    { dbName: `bench_workspace_${run}` },
+  )
+  await workspace.listen({ host: '127.0.0.1', port: workspacePort })
+
+  const provider = await startFakeProvider({ apiKey: PROVIDER_API_KEY, models: [MODEL] })
+  const libreChatDbName = `bench_librechat_${run}`
+  const libreChatJwtSecret = secret()
+  const double = await startLibreChatDouble({
+    mongoUrl,
+    dbName: libreChatDbName,
+    jwtSecret: libreChatJwtSecret,
+    endpoints: [
+      { name: PROVIDER, baseURL: provider.url, apiKey: PROVIDER_API_KEY, models: [MODEL] },
+    ],
+  })
+  return {
+    auth,
+    workspace,
+    authUrl,
+    workspaceUrl,
+    publicUrl,
+    gatewaySecret: secrets.SERVICE_SECRET_GATEWAY,
+    provider,
+    double,
+    libreChatMongoUrl: withDatabase(mongoUrl, libreChatDbName),
+    libreChatJwtSecret,
+    mongoUrl,
+    redisUrl,
+  }
+}
+
+async function closePlatform(platform: Platform) {
+  await platform.double.close()
+  await platform.provider.close()
+  await platform.workspace.close()
+  await platform.auth.close()
+}
+
+/**
+ * LibreChat's `GET /api/user` without its database: the token checked as LibreChat's JWT
+ * strategy does (bearer only, HS256 with JWT_SECRET, `id` read), the browser User-Agent required,
+ * the user answered from memory.
+ */
+async function startLibreChatStandIn(jwtSecret: string) {
+  const key = new TextEncoder().encode(jwtSecret)
+  const app = Fastify()
+  app.get('/api/user', async (request, reply) => {
+    const token = /^Bearer (\S+)$/i.exec(request.headers.authorization ?? '')?.[1]
+    const verified =
+      token === undefined
+        ? undefined
+        : await jwtVerify<{ id?: unknown }>(token, key, { algorithms: ['HS256'] }).catch(
+            () => undefined,
+          )
+    const id = verified?.payload.id
+    if (typeof id !== 'string') return reply.code(401).send({ message: 'Unauthorized' })
+    if (!isBrowserUserAgent(request.headers['user-agent']))
+      return reply.code(403).send({ message: 'Illegal request' })
+    return { _id: id, id, username: 'bench', email: 'bench@example.com', role: 'USER' }
+  })
+  const url = await app.listen({ host: '127.0.0.1', port: 0 })
+  return { url, close: () => app.close() }
+}
+
+interface GatewayProcess {
+  url: string
+  child: ChildProcess
+  /** The gateway process's memory; `live` collects garbage first. */
+  memory(live: boolean): Promise<NodeJS.MemoryUsage>
+  /** What the gateway printed (its log at warn and above), for a failure's explanation. */
+  output(): string
+  stop(): Promise<void>
+}
+
+/**
+ * The gateway's own `server.ts` in a process of its own, started through a few lines that answer
+ * memory questions over IPC (`gc` exposed so the live heap can be read).
+ */
+async function startGateway(platform: Platform, libreChatUrl: string): Promise<GatewayProcess> {
+  const port = await findFreePort()
+  const url = `http://127.0.0.1:${port}`
+  const server = pathToFileURL(join(GATEWAY_DIR, 'src/server.ts')).href
+  const preamble = [
+    "process.on('message', (question) => {",
+    "  if (question === 'live') globalThis.gc()",
+    '  process.send(process.memoryUsage())',
+    '})',
+    `await import(${JSON.stringify(server)})`,
+  ].join('\n')
+  const child = spawn(
+    process.execPath,
+    ['--expose-gc', '--import', 'tsx', '--input-type=module', '--eval', preamble],
+    {
+      cwd: GATEWAY_DIR,
+      env: {
+        ...process.env,
+        GATEWAY_PORT: String(port),
+        LISTEN_HOST: '127.0.0.1',
+        LOG_LEVEL: 'warn',
+        MONGO_URL: platform.mongoUrl,
+        REDIS_URL: platform.redisUrl,
+        PUBLIC_URL: platform.publicUrl,
+        AUTH_SERVICE_URL: platform.authUrl,
+        WORKSPACE_SERVICE_URL: platform.workspaceUrl,
+        SERVICE_SECRET_GATEWAY: platform.gatewaySecret,
+        LIBRECHAT_URL: libreChatUrl,
+        LIBRECHAT_MONGO_URL: platform.libreChatMongoUrl,
+        LIBRECHAT_JWT_SECRET: platform.libreChatJwtSecret,
+      },
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    },
+  )
+  let printed = ''
+  const keep = (chunk: Buffer) => {
+    printed = (printed + chunk.toString()).slice(-20_000)
+  }
+  child.stdout?.on('data', keep)
+  child.stderr?.on('data', keep)
+  await waitUntilReady({
+    what: 'api-gateway',
+    child,
+    output: () => printed,
+    probe: async () => (await fetch(`${url}/readyz`).catch(() => null))?.ok === true,
+    timeoutMs: 60_000,
+  })
+  let pending: Promise<unknown> = Promise.resolve()
+  return {
+    url,
+    child,
+    memory(live) {
+      const answer = pending.then(async () => {
+        child.send(live ? 'live' : 'raw')
+        const [usage] = (await once(child, 'message')) as [NodeJS.MemoryUsage]
+        return usage
+      })
+      pending = answer.catch(() => undefined)
+      return answer
+    },
+    output: () => printed,
+    stop: () => stopChild(child, 'SIGTERM', 15_000),
+  }
+}
+
+/** Runs `part` against a fresh gateway process, with its output shown if the part fails. */
+async function withGateway<T>(
+  platform: Platform,
+  libreChatUrl: string,
+  part: (gateway: GatewayProcess) => Promise<T>,
+): Promise<T> {
+  const gateway = await startGateway(platform, libreChatUrl)
+  try {
+    return await part(gateway)
+  } catch (error) {
+    log(`gateway output:\n${gateway.output()}`)
+    throw error
+  } finally {
+    await gateway.stop()
+  }
+}
+
+interface Member {
+  /** A platform access token scoped to the member's workspace: what a browser sends the gateway. */
+  platformToken: string
+  /** A LibreChat token for the member's LibreChat user, for the direct calls. */
+  libreChatToken: string
+}
+
+/**
+ * A tenant owner whose workspace allows the fake provider's models, with rate limits too high to
+ * refuse anything and no cap on concurrent streams; bridged to LibreChat through the gateway.
+ */
+async function newMember(platform: Platform, gateway: GatewayProcess): Promise<Member> {
+  const email = `bench-${randomBytes(4).toString('hex')}@example.com`
+  const registered = await platform.auth.inject({
+    method: 'POST',
+    url: '/auth/v1/register',
+    payload: { email, password: PASSWORD, name: 'Bench' },
+  })
+  if (registered.statusCode !== 201)
+    throw new Error(`register answered ${registered.statusCode}: ${registered.body}`)
+  const userId = registered.json<{ user: { id: string } }>().user.id
+  const ownerToken = await platform.auth.identity.tokens.accessToken(userId, 'bench-session', null)
+  const asOwner = { authorization: `Bearer ${ownerToken}`, 'content-type': 'application/json' }
+  const created = await json<{ workspace: { id: string } }>(
+    await fetch(`${platform.workspaceUrl}/v1/tenants`, {
+      method: 'POST',
+      headers: asOwner,
+      body: JSON.stringify({ name: 'Bench', timeZone: 'Europe/Berlin' }),
+    }),
+  )
+  const workspaceId = created.workspace.id
+  const policyUrl = `${platform.workspaceUrl}/v1/workspaces/${workspaceId}/policy`
+  const policy = await json<{ quota: object }>(await fetch(policyUrl, { headers: asOwner }))
+  await json(
+    await fetch(policyUrl, {
+      method: 'PUT',
+      headers: asOwner,
+      body: JSON.stringify({
+        ...policy,
+        models: { allow: [`${PROVIDER}:*`] },
+        quota: {
+          ...policy.quota,
+          monthlyTokens: null,
+          monthlyCostUsd: null,
+          memberMonthlyTokens: null,
+          rpm: BENCH_RATE_LIMIT,
+          memberRpm: BENCH_RATE_LIMIT,
+          tpm: null,
+          memberTpm: null,
+          maxConcurrentStreams: null,
+        },
+      }),
+    }),
+  )
+  const login = await platform.auth.inject({
+    method: 'POST',
+    url: '/auth/v1/login',
+    payload: { email, password: PASSWORD, workspaceId },
+  })
+  if (login.statusCode !== 200) throw new Error(`login answered ${login.statusCode}: ${login.body}`)
+  const platformToken = login.json<{ accessToken: string }>().accessToken
+
+  // The first call through the gateway provisions the member's LibreChat user.
+  const agent = new Agent({ keepAlive: false })
+  const user = expectStatus(
+    await call(`${gateway.url}/api/user`, {
+      headers: { authorization: `Bearer ${platformToken}` },
+      agent,
+    }),
+    200,
+    'GET /api/user through the gateway',
+  )
+  const libreChatUserId = (JSON.parse(user.body) as { id: string }).id
+  const libreChatToken = await new SignJWT({ id: libreChatUserId })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setIssuedAt()
+    .setExpirationTime('2h')
+    .sign(new TextEncoder().encode(platform.libreChatJwtSecret))
+  return { platformToken, libreChatToken }
+}
+
+/** The same user on both paths: the member at the gateway, its LibreChat user upstream. */
+function pathsTo(upstreamUrl: string, gatewayUrl: string, member: Member) {
+  return {
+    direct: {
+      base: upstreamUrl,
+      headers: {
+        authorization: `Bearer ${member.libreChatToken}`,
+        'user-agent': BROWSER_USER_AGENT,
+      },
+    },
+    gateway: {
+      base: gatewayUrl,
+      headers: {
+        authorization: `Bearer ${member.platformToken}`,
+        'user-agent': BROWSER_USER_AGENT,
+      },
+    },
+  }
+}
+const PATHS = ['direct', 'gateway'] as const
+
+interface Settings {
+  rate: number
+  connections: number
+  durationSeconds: number
+  warmupSeconds: number
+  sequential: number
+  upstream: 'standin' | 'double'
+  samples: number
+  streams: number
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Added latency of a small JSON route.
+
+const notSuccessful = (result: LoadResult) =>
+  Object.entries(result.statusCounts)
+    .filter(([status]) => !status.startsWith('2'))
+    .reduce((sum, [, count]) => sum + count, result.errors)
+
+async function addedLatency(
+  platform: Platform,
+  upstreamUrl: string,
+  gateway: GatewayProcess,
+  settings: Settings,
+) {
+  const member = await newMember(platform, gateway)
+  const paths = pathsTo(upstreamUrl, gateway.url, member)
+  const load = startLoadGenerator()
+  try {
+    const runAt = (
+      generator: LoadRun['generator'],
+      path: keyof typeof paths,
+      durationSeconds: number,
+    ) => {
+      platform.double.requests.length = 0
+      return load.run({
+        generator,
+        url: `${paths[path].base}/api/user`,
+        headers: paths[path].headers,
+        connections: settings.connections,
+        rate: settings.rate,
+        durationSeconds,
+      })
+    }
+    const atRate = async (generator: LoadRun['generator']) => {
+      const results = { direct: await runAt(generator, 'direct', settings.durationSeconds) }
+      log(`  ${generator}: direct done, now through the gateway`)
+      const through = await gatewayCpu(
+        gateway,
+        (result: LoadResult) => Object.values(result.statusCounts).reduce((a, b) => a + b, 0),
+        () => runAt(generator, 'gateway', settings.durationSeconds),
+      )
+      const figures = (result: LoadResult) => ({
+        ...summary(result.latenciesMs),
+        requestsPerSecond: result.requestsPerSecond,
+        notSuccessful: notSuccessful(result),
+        statusCounts: result.statusCounts,
+      })
+      const direct = figures(results.direct)
+      const gatewayFigures = figures(through.result)
+      return {
+        direct,
+        gateway: gatewayFigures,
+        added: added(gatewayFigures, direct),
+        gatewayCpu: through.cpu,
+      }
+    }
+
+    log(`warming up: ${settings.warmupSeconds} s each way at ${settings.rate} requests/s`)
+    await runAt('autocannon', 'direct', settings.warmupSeconds)
+    await runAt('autocannon', 'gateway', settings.warmupSeconds)
+    log(`GET /api/user at ${settings.rate} requests/s, ${settings.durationSeconds} s each way`)
+    const autocannonFigures = await atRate('autocannon')
+    const pacedFigures = await atRate('paced')
+
+    log(`GET /api/user one at a time, ${settings.sequential} each way, interleaved`)
+    const agents = {
+      direct: new Agent({ keepAlive: true }),
+      gateway: new Agent({ keepAlive: true }),
+    }
+    const sequentially = await gatewayCpu(
+      gateway,
+      () => settings.sequential + 50,
+      () =>
+        interleaved(PATHS, settings.sequential, 50, async (path) => {
+          const answer = await call(`${paths[path].base}/api/user`, {
+            headers: paths[path].headers,
+            agent: agents[path],
+          })
+          return expectStatus(answer, 200, `GET /api/user (${path})`).totalMs
+        }),
+    )
+    const oneAtATime = sequentially.result
+    agents.direct.destroy()
+    agents.gateway.destroy()
+    return {
+      upstream: settings.upstream,
+      rate: settings.rate,
+      connections: settings.connections,
+      durationSeconds: settings.durationSeconds,
+      autocannon: autocannonFigures,
+      paced: pacedFigures,
+      oneAtATime: {
+        direct: oneAtATime('direct'),
+        gateway: oneAtATime('gateway'),
+        added: added(oneAtATime('gateway'), oneAtATime('direct')),
+        gatewayCpu: sequentially.cpu,
+      },
+    }
+  } finally {
+    await load.close()
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Added time to the first SSE byte.
+
+const chatBody = () => ({
+  text: 'Hello there',
+  endpoint: PROVIDER,
+  endpointType: 'custom',
+  model: MODEL,
+  conversationId: null,
+  parentMessageId: NO_PARENT,
+  messageId: randomBytes(8).toString('hex'),
+  sender: 'User',
+  isCreatedByUser: true,
+})
+
+/** Starts a generation and answers its stream id once LibreChat is waiting on the model. */
+async function startChat(
+  platform: Platform,
+  base: string,
+  headers: Record<string, string>,
+  agent: Agent,
+) {
+  const callsBefore = platform.provider.calls.length
+  const answer = expectStatus(
+    await call(`${base}/api/agents/chat/${PROVIDER}`, {
+      method: 'POST',
+      headers,
+      agent,
+      json: chatBody(),
+    }),
+    200,
+    `chat POST to ${base}`,
+  )
+  // LibreChat calls the provider once it has emitted `created`: from then on the stream's first
+  // frames wait for their subscriber.
+  await waitFor('the provider call', () => platform.provider.calls.length > callsBefore, 10_000)
+  return (JSON.parse(answer.body) as { streamId: string }).streamId
+}
+
+async function firstSseByte(platform: Platform, gateway: GatewayProcess, settings: Settings) {
+  const member = await newMember(platform, gateway)
+  const paths = pathsTo(platform.double.url, gateway.url, member)
+  const agents = { direct: new Agent({ keepAlive: true }), gateway: new Agent({ keepAlive: true }) }
+  log(`first SSE byte: ${settings.samples} streams each way, interleaved`)
+  const firstByte = await interleaved(PATHS, settings.samples, 10, async (path) => {
+    const { base, headers } = paths[path]
+    // The model holds its first token until the stream's first byte is in: what is timed is the
+    // path to frames already waiting, not LibreChat's work on the generation.
+    const held = gate()
+    platform.provider.reset()
+    platform.provider.behave({ reply: 'a short answer', beforeChunk: () => held.opened })
+    const streamId = await startChat(platform, base, headers, agents[path])
+    const stream = expectStatus(
+      await call(`${base}/api/agents/chat/stream/${encodeURIComponent(streamId)}`, {
+        headers,
+        agent: agents[path],
+        onFirstByte: held.open,
+      }),
+      200,
+      `chat stream (${path})`,
+    )
+    if (!stream.body.includes('"final":true'))
+      throw new Error(`the ${path} stream ended without its final frame`)
+    return stream.firstByteMs
+  })
+  platform.double.requests.length = 0
+
+  log(`GET /api/user on the LibreChat double, one at a time, ${settings.sequential} each way`)
+  const oneAtATime = await interleaved(PATHS, settings.sequential, 50, async (path) => {
+    const answer = await call(`${paths[path].base}/api/user`, {
+      headers: paths[path].headers,
+      agent: agents[path],
+    })
+    return expectStatus(answer, 200, `GET /api/user (${path})`).totalMs
+  })
+  agents.direct.destroy()
+  agents.gateway.destroy()
+  platform.provider.reset()
+  platform.double.requests.length = 0
+  return {
+    firstByte: {
+      direct: firstByte('direct'),
+      gateway: firstByte('gateway'),
+      added: added(firstByte('gateway'), firstByte('direct')),
+    },
+    userOnDouble: {
+      direct: oneAtATime('direct'),
+      gateway: oneAtATime('gateway'),
+      added: added(oneAtATime('gateway'), oneAtATime('direct')),
+    },
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The gateway's memory with many open idle streams.
+
+interface OpenStream {
+  status: number
+  firstByte: boolean
+  ended: boolean
+  failed: boolean
+  destroy(): void
+}
+
+/** A stream on a connection of its own, as a browser tab has; resolves once connected. */
+function openStream(url: string, headers: Record<string, string>): Promise<OpenStream> {
+  const outgoing = httpRequest(url, { headers, agent: false })
+  const state: OpenStream = {
+    status: 0,
+    firstByte: false,
+    ended: false,
+    failed: false,
+    destroy: () => outgoing.destroy(),
+  }
+  outgoing.on('response', (response) => {
+    state.status = response.statusCode ?? 0
+    response.on('data', () => {
+      state.firstByte = true
+    })
+    response.on('end', () => {
+      state.ended = true
+    })
+    response.on('error', () => {
+      state.failed = true
+    })
+  })
+  outgoing.on('error', () => {
+    state.failed = true
+  })
+  outgoing.end()
+  return new Promise((resolveOpen) => {
+    outgoing.once('socket', (socket) => {
+      socket.once('connect', () => resolveOpen(state))
+      socket.once('error', () => resolveOpen(state))
+    })
+  })
+}
+
+async function streamMemory(platform: Platform, gateway: GatewayProcess, settings: Settings) {
+  const member = await newMember(platform, gateway)
+  const { headers } = pathsTo(platform.double.url, gateway.url, member).gateway
+  const agent = new Agent({ keepAlive: true })
+
+  // Warm-up: a stream's whole life, a few times, before the idle level is read.
+  platform.provider.reset()
+  platform.provider.behave({ reply: 'a short answer' })
+  for (let i = 0; i < 20; i++) {
+    const streamId = await startChat(platform, gateway.url, headers, agent)
+    expectStatus(
+      await call(`${gateway.url}/api/agents/chat/stream/${streamId}`, { headers, agent }),
+      200,
+      'warm-up stream',
+    )
+  }
+  agent.destroy()
+  await sleep(1000)
+  const idle = await gateway.memory(true)
+  log(
+    `  idle: RSS ${(idle.rss / MIB).toFixed(1)} MiB, live heap ${(idle.heapUsed / MIB).toFixed(1)} MiB`,
+  )
+
+  // Two generations (LibreChat runs at most two per user at once), held by the provider: one
+  // chunk once every stream is open, then nothing until the measurement is over.
+  const firstChunk = gate()
+  const lastChunks = gate()
+  platform.provider.reset()
+  platform.provider.behave({
+    reply: 'held open until the bench lets go',
+    beforeChunk: (index) => {
+      if (index === 0) return firstChunk.opened
+      if (index === 1) return lastChunks.opened
+      return Promise.resolve()
+    },
+  })
+  const chatAgent = new Agent({ keepAlive: false })
+  const streamIds = [
+    await startChat(platform, gateway.url, headers, chatAgent),
+    await startChat(platform, gateway.url, headers, chatAgent),
+  ]
+  const subscribers = () =>
+    streamIds.reduce(
+      (sum, streamId) => sum + (platform.double.streamStats(streamId)?.subscribers ?? 0),
+      0,
+    )
+
+  let peakRss = idle.rss
+  let peakHeap = idle.heapUsed
+  let sampling = true
+  const sampler = (async () => {
+    while (sampling) {
+      const now = await gateway.memory(false)
+      peakRss = Math.max(peakRss, now.rss)
+      peakHeap = Math.max(peakHeap, now.heapUsed)
+      await sleep(250)
+    }
+  })()
+
+  log(`  opening ${settings.streams} streams through the gateway`)
+  const openedAt = performance.now()
+  const streams: OpenStream[] = []
+  for (let i = 0; i < settings.streams; i++) {
+    const streamId = streamIds[i % streamIds.length] ?? ''
+    streams.push(await openStream(`${gateway.url}/api/agents/chat/stream/${streamId}`, headers))
+  }
+  // A stream is open once LibreChat has its subscriber: the request went all the way through.
+  let reached = subscribers()
+  let lastProgress = performance.now()
+  while (reached < settings.streams && performance.now() - lastProgress < STREAM_OPEN_STALL_MS) {
+    await sleep(200)
+    const now = subscribers()
+    if (now > reached) lastProgress = performance.now()
+    reached = now
+  }
+  const openSeconds = (performance.now() - openedAt) / 1000
+  if (reached < settings.streams)
+    log(
+      `  ${reached} of ${settings.streams} streams reached LibreChat, then none for ${STREAM_OPEN_STALL_MS / 1000} s: the others wait inside the gateway`,
+    )
+  firstChunk.open()
+  const receiving = () => streams.filter((stream) => stream.firstByte).length
+  const flowDeadline = performance.now() + 20_000
+  while (receiving() < reached && performance.now() < flowDeadline) await sleep(100)
+  const flowing = receiving()
+  // Idle again: every open stream has had a frame and waits for the next one.
+  await sleep(2000)
+  const open = await gateway.memory(false)
+  const openLive = await gateway.memory(true)
+  sampling = false
+  await sampler
+  log(
+    `  streams open: RSS ${(open.rss / MIB).toFixed(1)} MiB, live heap ${(openLive.heapUsed / MIB).toFixed(1)} MiB`,
+  )
+
+  lastChunks.open()
+  const endDeadline = performance.now() + 30_000
+  while (
+    streams.some((stream) => !stream.ended && !stream.failed) &&
+    performance.now() < endDeadline
+  )
+    await sleep(100)
+  const completed = streams.filter((stream) => stream.ended && stream.status === 200).length
+  for (const stream of streams) stream.destroy()
+  chatAgent.destroy()
+  platform.provider.reset()
+  platform.double.requests.length = 0
+
+  const perConnection = (bytes: number) => bytes / settings.streams / 1024
+  return {
+    connections: settings.streams,
+    reachedLibreChat: reached,
+    receivedFirstFrame: flowing,
+    endedWithFinalFrame: completed,
+    openSeconds,
+    idleRssMiB: idle.rss / MIB,
+    idleLiveHeapMiB: idle.heapUsed / MIB,
+    openRssAboveIdleMiB: (open.rss - idle.rss) / MIB,
+    openLiveHeapAboveIdleMiB: (openLive.heapUsed - idle.heapUsed) / MIB,
+    openRssAfterCollectionAboveIdleMiB: (openLive.rss - idle.rss) / MIB,
+    peakRssAboveIdleMiB: (Math.max(peakRss, open.rss) - idle.rss) / MIB,
+    peakHeapAboveIdleMiB: (peakHeap - idle.heapUsed) / MIB,
+    rssPerConnectionKiB: perConnection(open.rss - idle.rss),
+    liveHeapPerConnectionKiB: perConnection(openLive.heapUsed - idle.heapUsed),
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function parseSettings() {
+  const { values: args } = parseArgs({
+    options: {
+      json: { type: 'boolean', default: false },
+      quick: { type: 'boolean', default: false },
+      phases: { type: 'string', default: 'latency,ttfb,memory' },
+      rate: { type: 'string', default: '1000' },
+      connections: { type: 'string', default: '10' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      sequential: { type: 'string' },
+      upstream: { type: 'string', default: 'standin' },
+      samples: { type: 'string' },
+      streams: { type: 'string' },
+    },
+  })
+  const quick = args.quick
+  if (args.upstream !== 'standin' && args.upstream !== 'double')
+    throw new Error('--upstream is standin or double')
+  const settings: Settings = {
+    rate: Number(args.rate),
+    connections: Number(args.connections),
+    durationSeconds: Number(args.duration ?? (quick ? 5 : 20)),
+    warmupSeconds: Number(args.warmup ?? (quick ? 2 : 5)),
+    sequential: Number(args.sequential ?? (quick ? 300 : 1000)),
+    upstream: args.upstream,
+    samples: Number(args.samples ?? (quick ? 50 : 200)),
+    streams: Number(args.streams ?? (quick ? 500 : 2000)),
+  }
+  return { json: args.json, phases: new Set(args.phases.split(',')), settings }
+}
+
+const ms = (value: number) => `${value.toFixed(2)} ms`
+const signedMs = (value: number) => `${value >= 0 ? '+' : ''}${value.toFixed(2)} ms`
+const signedMib = (value: number) => `${value >= 0 ? '+' : ''}${value.toFixed(1)} MiB`
+const row = (label: string, values: string[]) =>
+  `  ${label.padEnd(30)} ${values.map((value) => value.padStart(11)).join(' ')}`
+
+const cpuRow = (cpu: { cores: number; msPerRequest: number }) =>
+  `  gateway process CPU: ${cpu.cores.toFixed(2)} cores, ${cpu.msPerRequest.toFixed(2)} ms per request`
+
+type Comparison = { direct: Summary; gateway: Summary; added: { p50: number; p99: number } }
+const comparisonRows = (comparison: Comparison, upstreamLabel: string) => [
+  row('', ['p50', 'p99', 'n']),
+  row(upstreamLabel, [
+    ms(comparison.direct.p50),
+    ms(comparison.direct.p99),
+    String(comparison.direct.n),
+  ]),
+  row('through the gateway', [
+    ms(comparison.gateway.p50),
+    ms(comparison.gateway.p99),
+    String(comparison.gateway.n),
+  ]),
+  row('added by the gateway', [signedMs(comparison.added.p50), signedMs(comparison.added.p99)]),
+]
+
+async function main() {
+  const { json: asJson, phases, settings } = parseSettings()
+  const dataDir = await mkdtemp(join(tmpdir(), 'ai-platform-bench-'))
+  const infrastructure = await provideInfrastructure({
+    env: process.env,
+    purpose: 'test',
+    dataDir,
+    report: log,
+  })
+  let platform: Platform | undefined
+  try {
+    const started = await startPlatform(infrastructure.mongoUrl, infrastructure.redisUrl)
+    platform = started
+    let latency: Awaited<ReturnType<typeof addedLatency>> | undefined
+    if (phases.has('latency')) {
+      const standIn = await startLibreChatStandIn(started.libreChatJwtSecret)
+      try {
+        const upstreamUrl = settings.upstream === 'double' ? started.double.url : standIn.url
+        latency = await withGateway(started, upstreamUrl, (gateway) =>
+          addedLatency(started, upstreamUrl, gateway, settings),
+        )
+      } finally {
+        await standIn.close()
+      }
+    }
+    const ttfb = phases.has('ttfb')
+      ? await withGateway(started, started.double.url, (gateway) =>
+          firstSseByte(started, gateway, settings),
+        )
+      : undefined
+    const memory = phases.has('memory')
+      ? await withGateway(started, started.double.url, (gateway) => {
+          log('memory: a fresh gateway process')
+          return streamMemory(started, gateway, settings)
+        })
+      : undefined
+
+    const results = { settings, latency, firstSseByte: ttfb, memory }
+    if (asJson) {
+      process.stdout.write(`${JSON.stringify(results, null, 2)}\n`)
+      return
+    }
+    const lines: string[] = [
+      'api-gateway benchmark. One machine, 2 cores, shared by the load generator, the gateway, the',
+      'LibreChat double or stand-in, the other services, MongoDB and Redis: every figure includes',
+      'their contention.',
+      '',
+    ]
+    if (latency !== undefined) {
+      const upstream =
+        latency.upstream === 'double' ? 'the LibreChat double' : 'a LibreChat stand-in'
+      const atRateRows = (figures: typeof latency.autocannon) => [
+        row('', ['p50', 'p99', 'req/s', 'not 2xx']),
+        row('direct to the upstream', [
+          ms(figures.direct.p50),
+          ms(figures.direct.p99),
+          figures.direct.requestsPerSecond.toFixed(0),
+          String(figures.direct.notSuccessful),
+        ]),
+        row('through the gateway', [
+          ms(figures.gateway.p50),
+          ms(figures.gateway.p99),
+          figures.gateway.requestsPerSecond.toFixed(0),
+          String(figures.gateway.notSuccessful),
+        ]),
+        row('added by the gateway', [signedMs(figures.added.p50), signedMs(figures.added.p99)]),
+        cpuRow(figures.gatewayCpu),
+      ]
+      lines.push(
+        `GET /api/user (upstream: ${upstream}), targets: added p50 <= 1 ms, p99 <= 5 ms`,
+        `autocannon, overallRate ${latency.rate}/s, ${latency.connections} connections, ${latency.durationSeconds} s (per-second bursts)`,
+        ...atRateRows(latency.autocannon),
+        `evenly paced, one request every ${(1000 / latency.rate).toFixed(1)} ms, ${latency.durationSeconds} s`,
+        ...atRateRows(latency.paced),
+        'one request at a time, interleaved',
+        ...comparisonRows(latency.oneAtATime, 'direct to the upstream'),
+        cpuRow(latency.oneAtATime.gatewayCpu),
+        '',
+      )
+    }
+    if (ttfb !== undefined)
+      lines.push(
+        'First SSE byte of GET /api/agents/chat/stream/:id, one at a time (target: added <= 1 ms)',
+        ...comparisonRows(ttfb.firstByte, 'direct to the LibreChat double'),
+        'GET /api/user on the LibreChat double, one at a time',
+        ...comparisonRows(ttfb.userOnDouble, 'direct to the LibreChat double'),
+        '',
+      )
+    if (memory !== undefined)
+      lines.push(
+        `Gateway process with ${memory.connections} idle SSE connections (target: <= 100 MB above idle)`,
+        `  reached LibreChat: ${memory.reachedLibreChat} of ${memory.connections} (${memory.openSeconds.toFixed(1)} s); received a frame: ${memory.receivedFirstFrame}; ended with the final frame: ${memory.endedWithFinalFrame}`,
+        `  idle (baseline): RSS ${memory.idleRssMiB.toFixed(1)} MiB, live heap ${memory.idleLiveHeapMiB.toFixed(1)} MiB`,
+        `  connections open: RSS ${signedMib(memory.openRssAboveIdleMiB)} (${signedMib(memory.openRssAfterCollectionAboveIdleMiB)} after a forced collection), live heap ${signedMib(memory.openLiveHeapAboveIdleMiB)}`,
+        `  per connection: ${memory.rssPerConnectionKiB.toFixed(1)} KiB RSS, ${memory.liveHeapPerConnectionKiB.toFixed(1)} KiB live heap`,
+        `  peak while opening: RSS ${signedMib(memory.peakRssAboveIdleMiB)}, heap with garbage ${signedMib(memory.peakHeapAboveIdleMiB)}`,
+        '',
+      )
+    process.stdout.write(`${lines.join('\n')}\n`)
+  } finally {
+    if (platform !== undefined) await closePlatform(platform)
+    await infrastructure.stop()
+    await rm(dataDir, { recursive: true, force: true })
+  }
+}
+
+if (isMainThread) await main()
+else serveLoadRuns()
