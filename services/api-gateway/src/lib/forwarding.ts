@@ -51,6 +51,8 @@ export function libreChatHeaders(
 /** Maps a connection failure, which @fastify/reply-from answers in a shape of its own, to ours. */
 export function upstreamFailure(service: string, error: Error & { code?: unknown }) {
   const timedOut =
-    error.code === 'FST_REPLY_FROM_GATEWAY_TIMEOUT' || error.code === 'UND_ERR_CONNECT_TIMEOUT'
+    error.code === 'FST_REPLY_FROM_GATEWAY_TIMEOUT' ||
+    error.code === 'UND_ERR_CONNECT_TIMEOUT' ||
+    error.code === 'UND_ERR_HEADERS_TIMEOUT'
   return timedOut ? new UpstreamTimeout(service) : new UpstreamUnavailable(service)
 }

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto'
-import { Transform } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 
@@ -118,26 +117,33 @@ export function createStreamWatch(options: StreamWatchOptions) {
 
 export type StreamWatch = ReturnType<typeof createStreamWatch>
 
-const FINAL_MARK = '"final":true'
+const FINAL_MARK = Buffer.from('"final":true', 'latin1')
 
 /**
- * Passes an SSE body through untouched, chunk for chunk, and calls `onFinal` once the frame that
- * ends a LibreChat generation (`{"final":true,…}`) has gone by. The mark may straddle chunks, so
- * the end of each chunk is kept for the next search.
+ * Watches an SSE body chunk by chunk for the frame that ends a LibreChat generation
+ * (`{"final":true,…}`) and calls `onFinal` once it has gone by. The mark may straddle chunks,
+ * so the last bytes of each chunk are kept for the next search.
  */
-export function finalFrameSpy(onFinal: () => void): Transform {
-  let tail = ''
+export function finalFrameDetector(onFinal: () => void): (chunk: Buffer) => void {
+  // A buffer of its own, never a slice of a chunk: a slice would keep the socket's whole read
+  // buffer alive for as long as an idle stream stays open.
+  const tail = Buffer.alloc(FINAL_MARK.length - 1)
+  let tailLength = 0
   let seen = false
-  return new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      if (!seen) {
-        const text = tail + chunk.toString('latin1')
-        if (text.includes(FINAL_MARK)) {
-          seen = true
-          onFinal()
-        } else tail = text.slice(-(FINAL_MARK.length - 1))
-      }
-      callback(null, chunk)
-    },
-  })
+  return (chunk) => {
+    if (seen) return
+    const straddles =
+      tailLength > 0 &&
+      Buffer.concat([tail.subarray(0, tailLength), chunk.subarray(0, tail.length)]).includes(
+        FINAL_MARK,
+      )
+    if (straddles || chunk.includes(FINAL_MARK)) {
+      seen = true
+      onFinal()
+      return
+    }
+    const kept =
+      chunk.length >= tail.length ? chunk : Buffer.concat([tail.subarray(0, tailLength), chunk])
+    tailLength = kept.copy(tail, 0, Math.max(0, kept.length - tail.length))
+  }
 }
