@@ -242,7 +242,7 @@ async function listedModels(chat: ChatPlatform, token: string) {
 }
 
 describe('the policy at the door: one user, two workspaces', () => {
-  it('runs a model in the workspace that allows it and refuses it, unseen by LibreChat, in the one that does not', async () => {
+  it('chats in two workspaces of one user, each with its own model, every frame in order, refuses what one does not allow unseen by LibreChat, and keeps their histories apart', async () => {
     const chat = await startChatPlatform()
     const { user, workspaceId: workspaceA, token: tokenA } = await chat.member('twofold')
     const { workspaceId: workspaceB, token: tokenB } = await secondWorkspace(chat, user, 'Beta')
@@ -269,7 +269,18 @@ describe('the policy at the door: one user, two workspaces', () => {
     expect(chatPostsOf(chat)).toHaveLength(chatPosts)
     expect(chat.provider.calls).toHaveLength(1)
 
-    // Each workspace is a LibreChat user of its own: B sees nothing of A's history.
+    // The model B allows runs there, every frame in order to the final one.
+    const otherReply = 'Beta has its own model.'
+    chat.provider.behave({ reply: otherReply })
+    const inB = await chatToEnd(chat, tokenB, chatBody({ model: 'fake-large', text: 'Only for B' }))
+    expect(inB.frames.map(kindOf).at(-1)).toBe('final')
+    expect(inB.frames.filter((frame) => kindOf(frame) === 'final')).toHaveLength(1)
+    expect(inB.frames.map(deltaText).join('')).toBe(otherReply)
+    expect(chat.provider.calls).toHaveLength(2)
+    expect(chat.provider.calls[1]?.body).toMatchObject({ model: 'fake-large' })
+    expect(inB.started.conversationId).not.toBe(started.conversationId)
+
+    // Each workspace is a LibreChat user of its own: neither sees the other's history.
     const userIdOf = async (token: string) =>
       (await jsonOf<{ id: string }>(await call(chat, token, 'GET', '/api/user'))).id
     expect(await userIdOf(tokenB)).not.toBe(await userIdOf(tokenA))
@@ -280,7 +291,7 @@ describe('the policy at the door: one user, two workspaces', () => {
       return listed.conversations.map((convo) => convo.conversationId)
     }
     expect(await convosOf(tokenA)).toEqual([started.conversationId])
-    expect(await convosOf(tokenB)).toEqual([])
+    expect(await convosOf(tokenB)).toEqual([inB.started.conversationId])
     const convoPath = `/api/convos/${started.conversationId}`
     expect((await call(chat, tokenA, 'GET', convoPath)).status).toBe(200)
     const convoOfB = await call(chat, tokenB, 'GET', convoPath)
