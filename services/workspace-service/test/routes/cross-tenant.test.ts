@@ -326,6 +326,10 @@ const ROUTES: Record<string, RouteCase> = {
   },
   'GET /internal/v1/users/:userId/memberships': { controlCaller: 'api-gateway' },
   'GET /internal/v1/workspaces/:wid/effective-policy': { controlCaller: 'api-gateway' },
+  'GET /internal/v1/workspaces/:wid/quota': {
+    query: (target) => ({ userId: target.member.id }),
+    controlCaller: 'api-gateway',
+  },
   'POST /internal/v1/usage': {
     body: (target) => ({ records: [usageRecord(target, target.member.id)] }),
     controlCaller: 'api-gateway',
