@@ -55,8 +55,8 @@ const LIBRECHAT_BODY_LIMIT = 3 * 1024 * 1024
  * start a model call or tool use, and agent writes. Each body is parsed, checked against the
  * workspace's allowlists, capped, and the checked body is what LibreChat receives. Limits
  * (requests per minute, budget, concurrent streams) apply to the requests that start a
- * generation. Also `GET /api/config` (optional token) and the stream route, which need the
- * LibreChat client this context registers.
+ * generation. Also `GET /api/config` (optional token, filtered answer) and, beside the chat
+ * routes it serves, the stream route.
  *
  * Registered beside the `/api/*` pass-through proxy: the router prefers these routes, and the
  * proxy refuses other spellings of them (LibreChat matches paths case-insensitively).
