@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { type ClientRequest, request as httpRequest, type IncomingMessage } from 'node:http'
+import type { FakeProvider } from '@platform/fake-provider'
 import { NO_PARENT } from '@platform/librechat-double'
 import { onTestFinished } from 'vitest'
 import { PROVIDER } from './chat-platform.js'
@@ -214,6 +215,20 @@ export function gate() {
     open = resolve
   })
   return { opened, open }
+}
+
+/**
+ * Makes the provider send its first chunk of `reply`, then wait until the returned gate opens
+ * (at the latest when the test ends): a generation held open between frames.
+ */
+export function holdAfterFirstChunk(provider: FakeProvider, reply: string) {
+  const hold = gate()
+  onTestFinished(hold.open)
+  provider.behave({
+    reply,
+    beforeChunk: (index) => (index === 1 ? hold.opened : Promise.resolve()),
+  })
+  return hold
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))

@@ -12,7 +12,7 @@ import {
   fetchStream,
   frameReader,
   framesOf,
-  gate,
+  holdAfterFirstChunk,
   kindOf,
   postChat,
   sleep,
@@ -721,12 +721,7 @@ describe('limits at the door', () => {
     const chat = await startChatPlatform()
     const { user, workspaceId, token } = await chat.member('streamer')
     await setQuota(chat, user, workspaceId, { maxConcurrentStreams: 1 })
-    const hold = gate()
-    onTestFinished(hold.open)
-    chat.provider.behave({
-      reply: REPLY,
-      beforeChunk: (index) => (index === 1 ? hold.opened : Promise.resolve()),
-    })
+    const hold = holdAfterFirstChunk(chat.provider, REPLY)
 
     const started = await startChat(chat.gatewayUrl, token)
     const first = frameReader(await fetchStream(chat.gatewayUrl, token, started.streamId))

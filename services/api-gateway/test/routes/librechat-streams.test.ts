@@ -15,6 +15,7 @@ import {
   frameReader,
   framesOf,
   gate,
+  holdAfterFirstChunk,
   kindOf,
   openRawStream,
   postChat,
@@ -199,12 +200,7 @@ describe('LibreChat chat streams through the gateway', () => {
   it('keeps the generation when its client reconnects within the grace period', async () => {
     const { chat, token } = await chatPlatform()
     const tokens = splitIntoTokens(REPLY)
-    const hold = gate()
-    onTestFinished(hold.open)
-    chat.provider.behave({
-      reply: REPLY,
-      beforeChunk: (index) => (index === 1 ? hold.opened : Promise.resolve()),
-    })
+    const hold = holdAfterFirstChunk(chat.provider, REPLY)
     const started = await startChat(chat.gatewayUrl, token)
     const first = new AbortController()
     const firstReader = frameReader(
@@ -248,12 +244,7 @@ describe('LibreChat chat streams through the gateway', () => {
   it('aborts an abandoned generation by its stream id once the grace period has passed', async () => {
     const { chat, token } = await chatPlatform()
     const userId = await libreChatUserId(chat, token)
-    const hold = gate()
-    onTestFinished(hold.open)
-    chat.provider.behave({
-      reply: REPLY,
-      beforeChunk: (index) => (index === 1 ? hold.opened : Promise.resolve()),
-    })
+    holdAfterFirstChunk(chat.provider, REPLY)
     const started = await startChat(chat.gatewayUrl, token)
     const client = new AbortController()
     const reader = frameReader(
@@ -496,12 +487,7 @@ describe('LibreChat chat streams through the gateway', () => {
     const { chat, token } = await chatPlatform({
       gatewayEnv: { STREAM_ABANDON_GRACE_MS: '60000' },
     })
-    const hold = gate()
-    onTestFinished(hold.open)
-    chat.provider.behave({
-      reply: REPLY,
-      beforeChunk: (index) => (index === 1 ? hold.opened : Promise.resolve()),
-    })
+    holdAfterFirstChunk(chat.provider, REPLY)
     // LibreChat runs two generations at a time per user: 100 readers on each. They resume, as a
     // reloaded page does, so each gets a sync frame at once (see the header test below).
     const generations = [
@@ -560,12 +546,7 @@ describe('LibreChat chat streams through the gateway', () => {
   // once (ARCHITECTURE §6: each upstream write reaches the client when it is written).
   it('sends a stream’s headers as soon as LibreChat does, before its next frame', async () => {
     const { chat, token } = await chatPlatform()
-    const hold = gate()
-    onTestFinished(hold.open)
-    chat.provider.behave({
-      reply: REPLY,
-      beforeChunk: (index) => (index === 1 ? hold.opened : Promise.resolve()),
-    })
+    const hold = holdAfterFirstChunk(chat.provider, REPLY)
     const started = await startChat(chat.gatewayUrl, token)
     const first = frameReader(await fetchStream(chat.gatewayUrl, token, started.streamId))
     await first.until((frame) => kindOf(frame) === 'on_message_delta')
