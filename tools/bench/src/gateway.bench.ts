@@ -508,7 +508,16 @@ async function startGateway(platform: Platform, libreChatUrl: string): Promise<G
   ].join('\n')
   const child = spawn(
     process.execPath,
-    ['--expose-gc', '--import', 'tsx', '--input-type=module', '--eval', preamble],
+    // The gateway's own flags, as the launcher and its `start` script run it.
+    [
+      '--max-semi-space-size=1',
+      '--expose-gc',
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '--eval',
+      preamble,
+    ],
     {
       cwd: GATEWAY_DIR,
       env: {

@@ -130,6 +130,7 @@ async function main() {
       cwd: join(REPO_ROOT, 'services', service.name),
       env: serviceEnv,
       url: service.url,
+      ...(service.nodeFlags === undefined ? {} : { nodeFlags: service.nodeFlags }),
     })
     started.push(running)
     running.child.once('exit', (code, signal) => {

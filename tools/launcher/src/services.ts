@@ -9,6 +9,8 @@ export interface ServiceDefinition {
   defaultPort: number
   /** The variable through which the other services find it, if they need to. */
   urlVariable?: string
+  /** Node flags it runs with (its package's `start` script has the same). */
+  nodeFlags?: string[]
 }
 
 /**
@@ -34,7 +36,15 @@ export const SERVICES: ServiceDefinition[] = [
     defaultPort: 4003,
     urlVariable: 'CODE_RUNTIME_URL',
   },
-  { name: 'api-gateway', portVariable: 'GATEWAY_PORT', defaultPort: 8080 },
+  {
+    name: 'api-gateway',
+    portVariable: 'GATEWAY_PORT',
+    defaultPort: 8080,
+    // Thousands of idle chat streams: V8's young generation grows to tens of MiB under the
+    // garbage opening them makes, and that memory stays committed. A 1 MiB semi-space halves the
+    // gateway's memory with 2 000 open streams (npm run bench:gateway) for a few more scavenges.
+    nodeFlags: ['--max-semi-space-size=1'],
+  },
 ]
 
 export const serverEntry = (repoRoot: string, service: ServiceDefinition) =>

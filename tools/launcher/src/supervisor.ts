@@ -25,8 +25,10 @@ export function startService(options: {
   cwd: string
   env: NodeJS.ProcessEnv
   url: string
+  nodeFlags?: string[]
 }): StartedService {
-  const child = spawn(process.execPath, ['--import', 'tsx', options.entry], {
+  const flags = [...(options.nodeFlags ?? []), '--import', 'tsx', options.entry]
+  const child = spawn(process.execPath, flags, {
     cwd: options.cwd,
     env: options.env,
     // Its own process group: a terminal's Ctrl-C reaches the launcher, which stops services in order.
