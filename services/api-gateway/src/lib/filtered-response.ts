@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
 import { UpstreamAnswerUnreadable, UpstreamUnavailable } from '../errors.js'
+import { parseJson } from './json.js'
 
 /** The largest LibreChat answer the gateway reads whole to filter (a listing, the startup config). */
 export const MAX_FILTERED_BODY_BYTES = 8 * 1024 * 1024
@@ -76,12 +77,7 @@ export async function sendFiltered(
     reply.send(new UpstreamUnavailable('chat service'))
     return
   }
-  let parsed: unknown
-  try {
-    parsed = raw === undefined ? undefined : JSON.parse(raw.toString('utf8'))
-  } catch {
-    parsed = undefined
-  }
+  const parsed = raw === undefined ? undefined : parseJson(raw.toString('utf8'))
   if (parsed === undefined) {
     // Unfiltered it could show what the workspace may not use: refused instead.
     upstream.stream.destroy()

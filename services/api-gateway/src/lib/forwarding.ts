@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
+import type { FastifyBaseLogger } from 'fastify'
 import { UpstreamTimeout, UpstreamUnavailable } from '../errors.js'
 
 /** Identity and forwarding headers a client may not set for itself (ARCHITECTURE §3). */
@@ -56,3 +57,14 @@ export function upstreamFailure(service: string, error: Error & { code?: unknown
     error.code === 'UND_ERR_HEADERS_TIMEOUT'
   return timedOut ? new UpstreamTimeout(service) : new UpstreamUnavailable(service)
 }
+
+/** reply-from's `onError` for `service`: logs the failure and answers it in the platform's shape. */
+export const answerUpstreamFailure =
+  (service: string) =>
+  (
+    reply: { log: FastifyBaseLogger; send(payload: unknown): unknown },
+    { error }: { error: Error & { code?: unknown } },
+  ) => {
+    reply.log.warn({ err: error, service }, 'upstream request failed')
+    reply.send(upstreamFailure(service, error))
+  }

@@ -263,8 +263,12 @@ const LISTING_FILTERS = new Map<string, ListingFilter>([
  * signed-out `GET /api/config` use {@link rewriteStartupConfigForPlatform} alone.
  */
 export function listingFilterFor(url: string): ListingFilter | undefined {
-  return LISTING_FILTERS.get(libreChatRouteOf(url))
+  return listingFilterOfRoute(libreChatRouteOf(url))
 }
+
+/** {@link listingFilterFor} for a route already in {@link libreChatRouteOf}'s form. */
+export const listingFilterOfRoute = (route: string): ListingFilter | undefined =>
+  LISTING_FILTERS.get(route)
 
 /**
  * The route LibreChat hears in `url`: lower case, no query, no empty segments, no leading or

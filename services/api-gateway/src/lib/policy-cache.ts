@@ -7,6 +7,7 @@ import {
 } from '@platform/shared-types'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
+import { parseJson } from './json.js'
 import { createLoadingCache } from './loading-cache.js'
 
 export interface PolicyCacheOptions {
@@ -38,13 +39,7 @@ export async function createPolicyCache(options: PolicyCacheOptions) {
 
   subscriber.on('message', (channel: string, message: string) => {
     if (channel !== POLICY_INVALIDATE_CHANNEL) return
-    let payload: unknown
-    try {
-      payload = JSON.parse(message)
-    } catch {
-      payload = undefined
-    }
-    const parsed = PolicyInvalidationSchema.safeParse(payload)
+    const parsed = PolicyInvalidationSchema.safeParse(parseJson(message))
     if (!parsed.success) {
       log.warn({ message }, 'ignored a malformed policy invalidation')
       return

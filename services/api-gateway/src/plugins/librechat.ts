@@ -8,6 +8,7 @@ import { z } from 'zod'
 import type { LibreChatSettings } from '../config.js'
 import { DependencyUnavailable, Forbidden, NoWorkspace } from '../errors.js'
 import { isJsonObject, ownField } from '../lib/allowlist.js'
+import { parseJson } from '../lib/json.js'
 import {
   createLibreChatBridge,
   type LibreChatBridge,
@@ -188,12 +189,7 @@ async function libreChat(app: FastifyInstance, options: LibreChatPluginOptions) 
   let specsLoading: Promise<unknown[]> | undefined
   async function loadModelSpecs(libreChatUserId: string) {
     const answer = await requestAs(libreChatUserId, { method: 'GET', path: '/api/config' })
-    let parsed: unknown
-    try {
-      parsed = answer.status === 200 ? JSON.parse(answer.text) : undefined
-    } catch {
-      parsed = undefined
-    }
+    const parsed = answer.status === 200 ? parseJson(answer.text) : undefined
     if (!isJsonObject(parsed))
       throw new DependencyUnavailable('chat service', {
         cause: new Error(`GET /api/config answered ${answer.status}`),
@@ -225,13 +221,7 @@ async function libreChat(app: FastifyInstance, options: LibreChatPluginOptions) 
         path: `/api/agents/chat/status/${id}`,
       })
       if (status.status === 200) {
-        let parsed: unknown
-        try {
-          parsed = JSON.parse(status.text)
-        } catch {
-          parsed = undefined
-        }
-        const job = JobStatusSchema.safeParse(parsed)
+        const job = JobStatusSchema.safeParse(parseJson(status.text))
         if (job.success && !job.data.active) return
       }
       // Always with the id: without one LibreChat aborts the user's latest job, which may be

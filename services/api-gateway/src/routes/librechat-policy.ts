@@ -19,7 +19,8 @@ import {
 } from '../lib/allowlist.js'
 import { checkChatRequest } from '../lib/chat-request-check.js'
 import { filteredRequestHeaders, readWhole, sendFiltered } from '../lib/filtered-response.js'
-import { libreChatHeaders, upstreamFailure } from '../lib/forwarding.js'
+import { answerUpstreamFailure, libreChatHeaders } from '../lib/forwarding.js'
+import { parseJson } from '../lib/json.js'
 import { listingFilterFor, rewriteStartupConfigForPlatform } from '../lib/listing-filters.js'
 import { mayUseLibreChatMethod } from '../lib/viewer-access.js'
 import type { BridgedRequest } from '../plugins/librechat.js'
@@ -37,12 +38,8 @@ const STARTED_ANSWER_MAX_BYTES = 64 * 1024
 const StartedSchema = z.object({ streamId: z.string().min(1).max(200) }).loose()
 
 function streamIdOf(raw: Buffer): string | undefined {
-  try {
-    const started = StartedSchema.safeParse(JSON.parse(raw.toString('utf8')))
-    return started.success ? started.data.streamId : undefined
-  } catch {
-    return undefined
-  }
+  const started = StartedSchema.safeParse(parseJson(raw.toString('utf8')))
+  return started.success ? started.data.streamId : undefined
 }
 
 type ResponseHandler = NonNullable<FastifyReplyFromHooks['onResponse']>
@@ -133,10 +130,7 @@ export async function libreChatPolicyRoutes(app: FastifyInstance) {
           token: bridged?.token ?? null,
           userAgent: settings.userAgent,
         }),
-      onError: (failed, { error }) => {
-        failed.log.warn({ err: error }, 'LibreChat request failed')
-        failed.send(upstreamFailure('chat service', error))
-      },
+      onError: answerUpstreamFailure('chat service'),
       ...(onResponse === undefined ? {} : { onResponse }),
     })
 
@@ -269,10 +263,7 @@ export async function libreChatPolicyRoutes(app: FastifyInstance) {
             userAgent: settings.userAgent,
           }),
         ),
-      onError: (failed, { error }) => {
-        failed.log.warn({ err: error }, 'LibreChat config request failed')
-        failed.send(upstreamFailure('chat service', error))
-      },
+      onError: answerUpstreamFailure('chat service'),
       onResponse: (_incoming, outgoing, response) => {
         sendFiltered(outgoing, response, filter).catch((error: unknown) => outgoing.send(error))
       },

@@ -3,8 +3,13 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Forbidden, McpNotAllowed, Validation } from '../errors.js'
 import { matcherFor } from '../lib/allowlist.js'
 import { filteredRequestHeaders, markPerWorkspace, sendFiltered } from '../lib/filtered-response.js'
-import { libreChatHeaders, upstreamFailure } from '../lib/forwarding.js'
-import { libreChatRouteOf, listingFilterFor, mcpServersOfPath } from '../lib/listing-filters.js'
+import { answerUpstreamFailure, libreChatHeaders } from '../lib/forwarding.js'
+import {
+  type ListingFilter,
+  libreChatRouteOf,
+  listingFilterOfRoute,
+  mcpServersOfPath,
+} from '../lib/listing-filters.js'
 import { mayUseLibreChatMethod } from '../lib/viewer-access.js'
 
 /**
@@ -22,10 +27,8 @@ const POLICY_ROUTES: { method: string; route: RegExp }[] = [
   { method: 'HEAD', route: /^api\/(config|agents\/chat\/stream\/[^/]+)$/ },
 ]
 
-const isPolicyRoute = (method: string, url: string) => {
-  const route = libreChatRouteOf(url)
-  return POLICY_ROUTES.some((entry) => entry.method === method && entry.route.test(route))
-}
+const isPolicyRoute = (method: string, route: string) =>
+  POLICY_ROUTES.some((entry) => entry.method === method && entry.route.test(route))
 
 /**
  * Everything under `/api` that policy does not need to read, streamed both ways untouched, as
@@ -35,9 +38,12 @@ const isPolicyRoute = (method: string, url: string) => {
 export async function libreChatProxyRoutes(app: FastifyInstance) {
   const { libreChat } = app
   const { settings } = libreChat
+  app.decorateRequest('libreChatListing', null)
 
   const bridgeAndCheck = async (request: FastifyRequest) => {
-    if (isPolicyRoute(request.method, request.url))
+    // The route as LibreChat will match it, worked out once for every decision below.
+    const route = libreChatRouteOf(request.url)
+    if (isPolicyRoute(request.method, route))
       throw new Validation(
         'Spell this path as LibreChat’s client does (lower case, no extra or trailing slashes)',
       )
@@ -50,12 +56,9 @@ export async function libreChatProxyRoutes(app: FastifyInstance) {
     )
     if (refusedServer !== undefined)
       throw new McpNotAllowed(`MCP server ${refusedServer}`, matcher.workspaceName)
+    const reads = request.method === 'GET' || request.method === 'HEAD'
+    request.libreChatListing = reads ? (listingFilterOfRoute(route) ?? null) : null
   }
-
-  const listingFilterOf = (request: { method: string; url: string }) =>
-    request.method === 'GET' || request.method === 'HEAD'
-      ? listingFilterFor(request.url)
-      : undefined
 
   await app.register(httpProxy, {
     upstream: settings.url,
@@ -70,18 +73,13 @@ export async function libreChatProxyRoutes(app: FastifyInstance) {
           token: request.bridged?.token ?? null,
           userAgent: settings.userAgent,
         })
-        return listingFilterOf(request) === undefined
-          ? rewritten
-          : filteredRequestHeaders(rewritten)
+        return request.libreChatListing === null ? rewritten : filteredRequestHeaders(rewritten)
       },
-      onError: (reply, { error }) => {
-        reply.log.warn({ err: error }, 'LibreChat request failed')
-        reply.send(upstreamFailure('chat service', error))
-      },
+      onError: answerUpstreamFailure('chat service'),
       onResponse: (request, reply, response) => {
-        const filter = listingFilterOf(request)
+        const filter = request.libreChatListing
         const bridged = request.bridged
-        if (filter === undefined || bridged === null) {
+        if (filter === null || bridged === null) {
           reply.send(response.stream)
           return
         }
@@ -110,11 +108,15 @@ export async function libreChatProxyRoutes(app: FastifyInstance) {
       replyOptions: {
         rewriteRequestHeaders: (request, headers) =>
           libreChatHeaders(request, headers, { token: null, userAgent: settings.userAgent }),
-        onError: (reply, { error }) => {
-          reply.log.warn({ err: error }, 'LibreChat web UI request failed')
-          reply.send(upstreamFailure('chat service', error))
-        },
+        onError: answerUpstreamFailure('chat service'),
       },
     })
   })
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The filter for a listing this request reads, set once the request has been checked. */
+    libreChatListing: ListingFilter | null
+  }
 }

@@ -2,7 +2,7 @@ import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config.js'
 import { UpstreamNotConfigured } from '../errors.js'
-import { forwardedHeaders, upstreamFailure } from '../lib/forwarding.js'
+import { answerUpstreamFailure, forwardedHeaders } from '../lib/forwarding.js'
 
 interface Upstream {
   /** The path prefix this upstream owns, kept as it is on the way through. */
@@ -57,10 +57,7 @@ export async function upstreamRoutes(app: FastifyInstance, options: UpstreamRout
       websocket: upstream.websocket === true,
       replyOptions: {
         rewriteRequestHeaders: (request, headers) => forwardedHeaders(request, headers),
-        onError: (reply, { error }) => {
-          reply.log.warn({ err: error, service: upstream.service }, 'upstream request failed')
-          reply.send(upstreamFailure(upstream.service, error))
-        },
+        onError: answerUpstreamFailure(upstream.service),
       },
     })
   }
