@@ -16,7 +16,7 @@ import {
 } from 'fastify-type-provider-zod'
 import type { DestinationStream } from 'pino'
 import { loggerOptions, requestIdFor } from './logger.js'
-import { errorHandlerPlugin } from './plugins/error-handler.js'
+import { type ErrorBody, errorHandlerPlugin } from './plugins/error-handler.js'
 import { healthPlugin } from './plugins/health.js'
 import { metricsPlugin } from './plugins/metrics.js'
 
@@ -31,6 +31,8 @@ export interface ServiceAppOptions {
   /** Whether X-Forwarded-For is trusted, and from which hops (fastify's `trustProxy`). */
   trustProxy?: FastifyServerOptions['trustProxy']
   bodyLimit?: number
+  /** How error bodies are dressed (`ErrorHandlerOptions.shape`); the API.md §1 shape otherwise. */
+  errorShape?: (body: ErrorBody) => unknown
 }
 
 /** A Fastify instance whose routes are typed from their zod schemas. */
@@ -77,7 +79,7 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Serv
         error: STATUS_CODES[statusCode] ?? 'Error',
         message,
       }
-      return reply.code(statusCode).send(body)
+      return reply.code(statusCode).send(options.errorShape?.(body) ?? body)
     },
   }).withTypeProvider<ZodTypeProvider>()
 
@@ -87,7 +89,10 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Serv
     reply.header('x-request-id', request.id)
   })
 
-  await app.register(errorHandlerPlugin, { prefix: options.errorPrefix })
+  await app.register(errorHandlerPlugin, {
+    prefix: options.errorPrefix,
+    ...(options.errorShape === undefined ? {} : { shape: options.errorShape }),
+  })
   await app.register(healthPlugin, { prefix: options.errorPrefix })
   await app.register(metricsPlugin, { service: options.service })
   return app

@@ -44,6 +44,7 @@ export {
   userOf,
 } from './plugins/authenticate.js'
 export {
+  type ErrorBody,
   type ErrorHandlerOptions,
   errorHandlerPlugin,
   errorResponses,
@@ -54,6 +55,11 @@ export { metricsPlugin } from './plugins/metrics.js'
 export { isDuplicateKeyError, type MongoOptions, mongoPlugin } from './plugins/mongo.js'
 export { type RedisOptions, redisClientOptions, redisPlugin } from './plugins/redis.js'
 export { type RunServerOptions, runServer } from './run-server.js'
+export {
+  createRevocationWatch,
+  type RevocationWatch,
+  type RevocationWatchOptions,
+} from './tokens/revocation-watch.js'
 export {
   bearerToken,
   createTokenVerifier,

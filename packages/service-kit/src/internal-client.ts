@@ -90,51 +90,64 @@ export interface InternalClient {
    * deployment's fault, so it counts as the service being unavailable.
    */
   get<T extends z.ZodType>(path: string, schema: T): Promise<z.infer<T> | null>
+  /** POSTs `body` as JSON to `path`; answers and failures as `get`'s. */
+  post<T extends z.ZodType>(path: string, body: unknown, schema: T): Promise<z.infer<T> | null>
 }
 
 /** Calls another service's `/internal/v1/*` routes with this service's token. */
 export function createInternalClient(options: InternalClientOptions): InternalClient {
   const name = options.serviceName
+  async function call<T extends z.ZodType>(
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    schema: T,
+  ): Promise<z.infer<T> | null> {
+    if (options.baseUrl === undefined)
+      throw new InternalServiceUnavailableError(`the ${name} is not configured`)
+    let response: Response
+    try {
+      const headers: Record<string, string> = {
+        authorization: `Bearer ${await options.serviceToken()}`,
+        accept: 'application/json',
+      }
+      if (body !== undefined) headers['content-type'] = 'application/json'
+      response = await fetch(new URL(path, options.baseUrl), {
+        method,
+        headers,
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(options.timeoutMs ?? 5_000),
+      })
+    } catch (error) {
+      if (error instanceof InternalServiceUnavailableError) throw error
+      throw new InternalServiceUnavailableError(`the ${name} did not answer`, { cause: error })
+    }
+    if (response.status === 404) {
+      await response.body?.cancel()
+      return null
+    }
+    if (
+      response.status >= 400 &&
+      response.status < 500 &&
+      response.status !== 401 &&
+      response.status !== 403
+    ) {
+      await response.body?.cancel()
+      throw new InternalRequestRefusedError(response.status, `the ${name} refused the request`)
+    }
+    if (!response.ok) {
+      await response.body?.cancel()
+      throw new InternalServiceUnavailableError(`the ${name} answered ${response.status}`)
+    }
+    const parsed = schema.safeParse(await response.json().catch(() => undefined))
+    if (!parsed.success)
+      throw new InternalServiceUnavailableError(`the ${name} answered an unexpected body`, {
+        cause: parsed.error,
+      })
+    return parsed.data
+  }
   return {
-    async get(path, schema) {
-      if (options.baseUrl === undefined)
-        throw new InternalServiceUnavailableError(`the ${name} is not configured`)
-      let response: Response
-      try {
-        response = await fetch(new URL(path, options.baseUrl), {
-          headers: {
-            authorization: `Bearer ${await options.serviceToken()}`,
-            accept: 'application/json',
-          },
-          signal: AbortSignal.timeout(options.timeoutMs ?? 5_000),
-        })
-      } catch (error) {
-        if (error instanceof InternalServiceUnavailableError) throw error
-        throw new InternalServiceUnavailableError(`the ${name} did not answer`, { cause: error })
-      }
-      if (response.status === 404) {
-        await response.body?.cancel()
-        return null
-      }
-      if (
-        response.status >= 400 &&
-        response.status < 500 &&
-        response.status !== 401 &&
-        response.status !== 403
-      ) {
-        await response.body?.cancel()
-        throw new InternalRequestRefusedError(response.status, `the ${name} refused the request`)
-      }
-      if (!response.ok) {
-        await response.body?.cancel()
-        throw new InternalServiceUnavailableError(`the ${name} answered ${response.status}`)
-      }
-      const parsed = schema.safeParse(await response.json().catch(() => undefined))
-      if (!parsed.success)
-        throw new InternalServiceUnavailableError(`the ${name} answered an unexpected body`, {
-          cause: parsed.error,
-        })
-      return parsed.data
-    },
+    get: (path, schema) => call('GET', path, undefined, schema),
+    post: (path, body, schema) => call('POST', path, body, schema),
   }
 }

@@ -8,6 +8,14 @@ export interface RunServerOptions<Config> {
   loadConfig: (env: NodeJS.ProcessEnv) => Config
   buildApp: (config: Config) => Promise<FastifyInstance>
   listenOn: (config: Config) => { host: string; port: number }
+  /**
+   * Further listeners of the same process, each an app `buildApp`'s app holds and closes (the
+   * gateway's egress): bound once the main app listens.
+   */
+  companions?: (
+    app: FastifyInstance,
+    config: Config,
+  ) => { app: FastifyInstance; host: string; port: number }[]
   /** How long in-flight requests get to finish on SIGINT/SIGTERM. */
   shutdownDelayMs?: number
 }
@@ -46,4 +54,6 @@ export async function runServer<Config>(options: RunServerOptions<Config>): Prom
     await app.close()
   })
   await app.listen(options.listenOn(config))
+  for (const companion of options.companions?.(app, config) ?? [])
+    await companion.app.listen({ host: companion.host, port: companion.port })
 }

@@ -464,6 +464,40 @@ describe('createTokenVerifier: revocation', () => {
     await expect(tokens.verifyServiceToken(await sign(signingKey, claims))).resolves.toEqual(claims)
   })
 
+  it('with watchRevocations, refuses a session revoked after its token was accepted', async () => {
+    const tokens = verifier({ watchRevocations: true })
+    onTestFinished(() => tokens.close())
+    const claims = platformClaims()
+    const sid = String(claims.sid)
+    const token = await sign(signingKey, claims)
+    await expect(tokens.verifyPlatformToken(token)).resolves.toEqual(claims)
+    await redis.set(revokedSessionKey(sid), '1', 'EX', 60)
+    onTestFinished(async () => {
+      await redis.del(revokedSessionKey(sid))
+    })
+    // The invalidation arrives on the watch's own connection within moments of the write.
+    const deadline = Date.now() + 2000
+    let outcome: unknown = 'accepted'
+    while (outcome === 'accepted' && Date.now() < deadline) {
+      outcome = await tokens.verifyPlatformToken(token).then(
+        () => 'accepted',
+        (error: unknown) => error,
+      )
+      if (outcome === 'accepted') await sleep(5)
+    }
+    expect(outcome).toBeInstanceOf(TokenRejectedError)
+    expect((outcome as TokenRejectedError).reason).toBe('revoked')
+  })
+
+  it('with watchRevocations, fails closed when Redis is unreachable', async () => {
+    const deadRedis = await unreachableRedis({ maxRetriesPerRequest: 1 })
+    const tokens = verifier({ redis: deadRedis, watchRevocations: true })
+    onTestFinished(() => tokens.close())
+    await expect(
+      tokens.verifyPlatformToken(await sign(signingKey, platformClaims())),
+    ).rejects.toBeInstanceOf(RevocationCheckUnavailableError)
+  })
+
   it('does not consult Redis when given none', async () => {
     const claims = platformClaims()
     await expect(

@@ -38,6 +38,22 @@ export async function buildApp(
   await app.register(mongoPlugin, { url: config.MONGO_URL, dbName: options.dbName ?? 'gateway' })
   await app.register(redisPlugin, { url: config.REDIS_URL, keyPrefix: options.redisKeyPrefix })
   await app.register(doorPlugin, { config })
+  const { EGRESS_SECRET } = config
+  if (EGRESS_SECRET !== undefined) {
+    // Loaded only here: the egress's tokenizer tables take tens of MiB a gateway without one
+    // should not carry.
+    const { buildEgressApp } = await import('./egress-app.js')
+    const egress = await buildEgressApp(
+      { ...config, EGRESS_SECRET },
+      { gatewayDb: app.mongo, redis: app.redis, door: app.door },
+      { logDestination: options.logDestination },
+    )
+    app.decorate('egress', egress)
+    // Registered after the clients it uses, so it closes before them.
+    app.addHook('onClose', async () => {
+      await egress.close()
+    })
+  }
   await app.register(upstreamRoutes, {
     upstreams: upstreamsFrom(config),
     timeoutMs: config.UPSTREAM_TIMEOUT_MS,
@@ -64,4 +80,11 @@ export async function buildApp(
   await app.register(libreChatPolicyRoutes)
   await app.register(libreChatProxyRoutes)
   return app
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The egress listener's app (API.md §6), when `EGRESS_SECRET` is set. */
+    egress?: FastifyInstance
+  }
 }

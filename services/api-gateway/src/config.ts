@@ -11,6 +11,7 @@ import {
   stringEnv,
 } from '@platform/service-kit'
 import { z } from 'zod'
+import { jsonOrFileEnv, LlmProvidersSchema, McpServersSchema } from './lib/egress-config.js'
 
 /** A Chrome on Linux: what LibreChat's `uaParser` must see on every bridged call (librechat-api.md §8.1). */
 const BROWSER_USER_AGENT =
@@ -56,6 +57,30 @@ const ConfigSchema = z
     STREAM_SLOT_LEASE_MS: positiveIntEnv(30_000),
     /** How long an upstream may take to start answering before the gateway gives up (ms). */
     UPSTREAM_TIMEOUT_MS: positiveIntEnv(30_000),
+    /** The egress listener LibreChat calls for every model and MCP call (API.md §6). */
+    GATEWAY_EGRESS_PORT: portEnv(8081),
+    /**
+     * What LibreChat presents on the egress. Unset: no egress listener (a gateway in front of
+     * no LibreChat, or one whose models are not yet wired through the platform).
+     */
+    EGRESS_SECRET: optionalEnv(secretEnv),
+    LLM_PROVIDERS: jsonOrFileEnv(LlmProvidersSchema),
+    /**
+     * How long a model call's quota reservation counts if the call never settles (a replica
+     * crashed mid-call): longer than any generation, short enough to give the budget back.
+     */
+    EGRESS_RESERVATION_TTL_MS: positiveIntEnv(15 * 60_000),
+    /**
+     * The output a call without any `max_tokens` (from LibreChat or the policy) is reserved
+     * for. Such a call can outrun its reservation; a workspace policy cap removes the guess.
+     */
+    EGRESS_DEFAULT_OUTPUT_TOKENS: positiveIntEnv(4096),
+    /**
+     * How long a model provider may take to answer a call's head: a whole (non-streamed) answer
+     * of a reasoning model comes only when it is done thinking.
+     */
+    EGRESS_PROVIDER_TIMEOUT_MS: positiveIntEnv(10 * 60_000),
+    MCP_SERVERS: jsonOrFileEnv(McpServersSchema),
   })
   .superRefine((config, ctx) => {
     const group = ['LIBRECHAT_URL', 'LIBRECHAT_MONGO_URL', 'LIBRECHAT_JWT_SECRET'] as const

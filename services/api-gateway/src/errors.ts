@@ -34,6 +34,7 @@ export const RouteDisabled = createError(
 )
 
 export const Validation = createError('GW_VALIDATION', '%s', 400)
+export const NotFound = createError('GW_NOT_FOUND', '%s', 404)
 
 // Identity
 export const Unauthenticated = createError('GW_UNAUTHENTICATED', '%s', 401)

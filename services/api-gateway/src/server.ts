@@ -7,4 +7,8 @@ await runServer({
   loadConfig,
   buildApp: (config) => buildApp(config),
   listenOn: (config) => ({ host: config.LISTEN_HOST, port: config.GATEWAY_PORT }),
+  companions: (app, config) =>
+    app.egress === undefined
+      ? []
+      : [{ app: app.egress, host: config.LISTEN_HOST, port: config.GATEWAY_EGRESS_PORT }],
 })

@@ -23,14 +23,22 @@
  * 3. The gateway's memory with 2,000 open idle streams: RSS and live heap (after a forced
  *    collection) of the gateway's process above its idle level, while that many SSE connections
  *    wait on two generations the fake provider holds back.
+ * 4. Added latency of the model egress: a non-streaming chat completion (the fake provider
+ *    answers a short reply at once) through the egress listener as LibreChat makes it (egress
+ *    secret, caller resolved from the LibreChat user id, model allowlist, quota reserved in
+ *    Redis, the call forwarded, its usage settled and journaled), against the same call made
+ *    directly to the fake provider. The member's policy has monthly token and cost budgets and
+ *    tokens-per-minute limits, all too high to refuse, so reserve and settle run their whole
+ *    scripts against seeded counters. One call at a time, interleaved, then evenly paced at
+ *    `--egress-rate`. The Redis counters are read afterwards: every call must have been settled.
  *
  * Each part starts a fresh gateway process (`services/api-gateway/src/server.ts`); the
  * auth-service, workspace-service, LibreChat double, stand-in and fake provider run in this
  * process, the load generators in a worker thread of it.
  *
- * Usage: pnpm run bench:gateway [-- --json] [--quick] [--phases latency,ttfb,memory]
+ * Usage: pnpm run bench:gateway [-- --json] [--quick] [--phases latency,ttfb,memory,egress]
  *        [--rate 1000] [--connections 10] [--duration 20] [--warmup 5] [--sequential 1000]
- *        [--upstream standin|double] [--samples 200] [--streams 2000]
+ *        [--upstream standin|double] [--samples 200] [--streams 2000] [--egress-rate 200]
  * MongoDB and Redis: MONGO_URL/REDIS_URL when set, otherwise @platform/local-infra's (stopped after).
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -59,11 +67,14 @@ import {
   stopChild,
   waitUntilReady,
 } from '@platform/local-infra'
+import type { Quota } from '@platform/shared-types'
 import { buildApp as buildWorkspaceApp } from '@platform/workspace-service/app'
 import { loadConfig as loadWorkspaceConfig } from '@platform/workspace-service/config'
 import autocannon from 'autocannon'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { Redis } from 'ioredis'
 import { jwtVerify, SignJWT } from 'jose'
+import { keysMatching } from './redis-keys.js'
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
 const GATEWAY_DIR = join(REPO_ROOT, 'services/api-gateway')
@@ -76,6 +87,13 @@ const MODEL = 'fake-small'
 const PASSWORD = 'correct horse battery staple'
 /** High enough never to refuse, but set, so a chat POST meets the limit's Redis round trip. */
 const BENCH_RATE_LIMIT = 1_000_000
+/** Budgets and tokens per minute the egress bench never reaches, set so every check runs. */
+const BENCH_TOKEN_LIMIT = 1_000_000_000_000
+const BENCH_COST_LIMIT_USD = 1_000_000
+/** Dollars per million tokens: priced, so the cost budget is reserved and settled too. */
+const MODEL_PRICE = { inputPerMTok: 1, outputPerMTok: 2 }
+/** The egress's settle is not awaited by the call it ends; this long is plenty for it to land. */
+const SETTLE_WAIT_MS = 5_000
 /** Opening streams is over when no more reach LibreChat for this long. */
 const STREAM_OPEN_STALL_MS = 10_000
 const MIB = 1024 * 1024
@@ -150,7 +168,10 @@ function gate() {
 interface LoadRun {
   generator: 'autocannon' | 'paced'
   url: string
+  /** GET without a body unless told. */
+  method?: 'GET' | 'POST'
   headers: Record<string, string>
+  body?: string
   /** autocannon's connections; the paced generator's most requests in flight. */
   connections: number
   rate: number
@@ -172,7 +193,9 @@ function runAutocannon(run: LoadRun): Promise<LoadResult> {
     const instance = autocannon(
       {
         url: run.url,
+        method: run.method ?? 'GET',
         headers: run.headers,
+        ...(run.body === undefined ? {} : { body: run.body }),
         connections: run.connections,
         overallRate: run.rate,
         duration: run.durationSeconds,
@@ -218,7 +241,8 @@ async function runPaced(run: LoadRun): Promise<LoadResult> {
   const send = () => {
     const started = performance.now()
     const answered = new Promise<void>((resolveRequest) => {
-      const outgoing = httpRequest(run.url, { headers: run.headers, agent }, (response) => {
+      const options = { method: run.method ?? 'GET', headers: run.headers, agent }
+      const outgoing = httpRequest(run.url, options, (response) => {
         response.resume()
         response.on('end', () => {
           const status = response.statusCode ?? 0
@@ -231,7 +255,7 @@ async function runPaced(run: LoadRun): Promise<LoadResult> {
         errors += 1
         resolveRequest()
       })
-      outgoing.end()
+      outgoing.end(run.body)
     })
     inFlight.add(answered)
     void answered.then(() => inFlight.delete(answered))
@@ -493,9 +517,14 @@ interface GatewayProcess {
 
 /**
  * The gateway's own `server.ts` in a process of its own, started through a few lines that answer
- * memory questions over IPC (`gc` exposed so the live heap can be read).
+ * memory questions over IPC (`gc` exposed so the live heap can be read). `env` adds settings (the
+ * egress's).
  */
-async function startGateway(platform: Platform, libreChatUrl: string): Promise<GatewayProcess> {
+async function startGateway(
+  platform: Platform,
+  libreChatUrl: string,
+  env: Record<string, string> = {},
+): Promise<GatewayProcess> {
   const port = await findFreePort()
   const url = `http://127.0.0.1:${port}`
   const server = pathToFileURL(join(GATEWAY_DIR, 'src/server.ts')).href
@@ -510,7 +539,7 @@ async function startGateway(platform: Platform, libreChatUrl: string): Promise<G
     process.execPath,
     // The gateway's own flags, as the launcher and its `start` script run it.
     [
-      '--max-semi-space-size=1',
+      '--max-semi-space-size=4',
       '--expose-gc',
       '--import',
       'tsx',
@@ -534,6 +563,7 @@ async function startGateway(platform: Platform, libreChatUrl: string): Promise<G
         LIBRECHAT_URL: libreChatUrl,
         LIBRECHAT_MONGO_URL: platform.libreChatMongoUrl,
         LIBRECHAT_JWT_SECRET: platform.libreChatJwtSecret,
+        ...env,
       },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     },
@@ -574,8 +604,9 @@ async function withGateway<T>(
   platform: Platform,
   libreChatUrl: string,
   part: (gateway: GatewayProcess) => Promise<T>,
+  env: Record<string, string> = {},
 ): Promise<T> {
-  const gateway = await startGateway(platform, libreChatUrl)
+  const gateway = await startGateway(platform, libreChatUrl, env)
   try {
     return await part(gateway)
   } catch (error) {
@@ -586,18 +617,47 @@ async function withGateway<T>(
   }
 }
 
+/** `bare-relay.ts` in a process of its own, relaying to `upstreamUrl` as `libreChatToken`. */
+async function startBareRelay(upstreamUrl: string, libreChatToken: string) {
+  const port = await findFreePort()
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(REPO_ROOT, 'tools/bench/src/bare-relay.ts')],
+    {
+      env: {
+        ...process.env,
+        RELAY_PORT: String(port),
+        UPSTREAM_URL: upstreamUrl,
+        LIBRECHAT_TOKEN: libreChatToken,
+        USER_AGENT: BROWSER_USER_AGENT,
+      },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    },
+  )
+  await once(child, 'message')
+  return { url: `http://127.0.0.1:${port}`, stop: () => stopChild(child, 'SIGTERM', 5_000) }
+}
+
 interface Member {
+  workspaceId: string
   /** A platform access token scoped to the member's workspace: what a browser sends the gateway. */
   platformToken: string
+  /** The member's LibreChat user, as the bridge made it: what LibreChat names on the egress. */
+  libreChatUserId: string
   /** A LibreChat token for the member's LibreChat user, for the direct calls. */
   libreChatToken: string
 }
 
 /**
  * A tenant owner whose workspace allows the fake provider's models, with rate limits too high to
- * refuse anything and no cap on concurrent streams; bridged to LibreChat through the gateway.
+ * refuse anything, no budgets and no cap on concurrent streams (`quota` overrides these);
+ * bridged to LibreChat through the gateway.
  */
-async function newMember(platform: Platform, gateway: GatewayProcess): Promise<Member> {
+async function newMember(
+  platform: Platform,
+  gateway: GatewayProcess,
+  quota: Partial<Quota> = {},
+): Promise<Member> {
   const email = `bench-${randomBytes(4).toString('hex')}@example.com`
   const registered = await platform.auth.inject({
     method: 'POST',
@@ -636,6 +696,7 @@ async function newMember(platform: Platform, gateway: GatewayProcess): Promise<M
           tpm: null,
           memberTpm: null,
           maxConcurrentStreams: null,
+          ...quota,
         },
       }),
     }),
@@ -664,16 +725,23 @@ async function newMember(platform: Platform, gateway: GatewayProcess): Promise<M
     .setIssuedAt()
     .setExpirationTime('2h')
     .sign(new TextEncoder().encode(platform.libreChatJwtSecret))
-  return { platformToken, libreChatToken }
+  return { workspaceId, platformToken, libreChatUserId, libreChatToken }
 }
 
 /** The same user on both paths: the member at the gateway, its LibreChat user upstream. */
-function pathsTo(upstreamUrl: string, gatewayUrl: string, member: Member) {
+function pathsTo(upstreamUrl: string, gatewayUrl: string, member: Member, relayUrl = '') {
   return {
     direct: {
       base: upstreamUrl,
       headers: {
         authorization: `Bearer ${member.libreChatToken}`,
+        'user-agent': BROWSER_USER_AGENT,
+      },
+    },
+    relay: {
+      base: relayUrl,
+      headers: {
+        authorization: `Bearer ${member.platformToken}`,
         'user-agent': BROWSER_USER_AGENT,
       },
     },
@@ -687,6 +755,7 @@ function pathsTo(upstreamUrl: string, gatewayUrl: string, member: Member) {
   }
 }
 const PATHS = ['direct', 'gateway'] as const
+const PATHS_WITH_RELAY = ['direct', 'relay', 'gateway'] as const
 
 interface Settings {
   rate: number
@@ -697,6 +766,8 @@ interface Settings {
   upstream: 'standin' | 'double'
   samples: number
   streams: number
+  /** Model calls per second through the egress, evenly paced. */
+  egressRate: number
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -707,6 +778,21 @@ const notSuccessful = (result: LoadResult) =>
     .filter(([status]) => !status.startsWith('2'))
     .reduce((sum, [, count]) => sum + count, result.errors)
 
+const successful = (result: LoadResult) =>
+  Object.entries(result.statusCounts)
+    .filter(([status]) => status.startsWith('2'))
+    .reduce((sum, [, count]) => sum + count, 0)
+
+const answered = (result: LoadResult) =>
+  Object.values(result.statusCounts).reduce((sum, count) => sum + count, 0)
+
+const loadFigures = (result: LoadResult) => ({
+  ...summary(result.latenciesMs),
+  requestsPerSecond: result.requestsPerSecond,
+  notSuccessful: notSuccessful(result),
+  statusCounts: result.statusCounts,
+})
+
 async function addedLatency(
   platform: Platform,
   upstreamUrl: string,
@@ -714,7 +800,8 @@ async function addedLatency(
   settings: Settings,
 ) {
   const member = await newMember(platform, gateway)
-  const paths = pathsTo(upstreamUrl, gateway.url, member)
+  const relay = await startBareRelay(upstreamUrl, member.libreChatToken)
+  const paths = pathsTo(upstreamUrl, gateway.url, member, relay.url)
   const load = startLoadGenerator()
   try {
     const runAt = (
@@ -733,32 +820,29 @@ async function addedLatency(
       })
     }
     const atRate = async (generator: LoadRun['generator']) => {
-      const results = { direct: await runAt(generator, 'direct', settings.durationSeconds) }
-      log(`  ${generator}: direct done, now through the gateway`)
-      const through = await gatewayCpu(
-        gateway,
-        (result: LoadResult) => Object.values(result.statusCounts).reduce((a, b) => a + b, 0),
-        () => runAt(generator, 'gateway', settings.durationSeconds),
+      const results = {
+        direct: await runAt(generator, 'direct', settings.durationSeconds),
+        relay: await runAt(generator, 'relay', settings.durationSeconds),
+      }
+      log(`  ${generator}: direct and bare relay done, now through the gateway`)
+      const through = await gatewayCpu(gateway, answered, () =>
+        runAt(generator, 'gateway', settings.durationSeconds),
       )
-      const figures = (result: LoadResult) => ({
-        ...summary(result.latenciesMs),
-        requestsPerSecond: result.requestsPerSecond,
-        notSuccessful: notSuccessful(result),
-        statusCounts: result.statusCounts,
-      })
-      const direct = figures(results.direct)
-      const gatewayFigures = figures(through.result)
+      const direct = loadFigures(results.direct)
+      const relayFigures = loadFigures(results.relay)
+      const gatewayFigures = loadFigures(through.result)
       return {
         direct,
+        relay: relayFigures,
         gateway: gatewayFigures,
+        addedByRelay: added(relayFigures, direct),
         added: added(gatewayFigures, direct),
         gatewayCpu: through.cpu,
       }
     }
 
     log(`warming up: ${settings.warmupSeconds} s each way at ${settings.rate} requests/s`)
-    await runAt('autocannon', 'direct', settings.warmupSeconds)
-    await runAt('autocannon', 'gateway', settings.warmupSeconds)
+    for (const path of PATHS_WITH_RELAY) await runAt('autocannon', path, settings.warmupSeconds)
     log(`GET /api/user at ${settings.rate} requests/s, ${settings.durationSeconds} s each way`)
     const autocannonFigures = await atRate('autocannon')
     const pacedFigures = await atRate('paced')
@@ -766,13 +850,14 @@ async function addedLatency(
     log(`GET /api/user one at a time, ${settings.sequential} each way, interleaved`)
     const agents = {
       direct: new Agent({ keepAlive: true }),
+      relay: new Agent({ keepAlive: true }),
       gateway: new Agent({ keepAlive: true }),
     }
     const sequentially = await gatewayCpu(
       gateway,
       () => settings.sequential + 50,
       () =>
-        interleaved(PATHS, settings.sequential, 50, async (path) => {
+        interleaved(PATHS_WITH_RELAY, settings.sequential, 50, async (path) => {
           const answer = await call(`${paths[path].base}/api/user`, {
             headers: paths[path].headers,
             agent: agents[path],
@@ -781,8 +866,7 @@ async function addedLatency(
         }),
     )
     const oneAtATime = sequentially.result
-    agents.direct.destroy()
-    agents.gateway.destroy()
+    for (const agent of Object.values(agents)) agent.destroy()
     return {
       upstream: settings.upstream,
       rate: settings.rate,
@@ -792,13 +876,16 @@ async function addedLatency(
       paced: pacedFigures,
       oneAtATime: {
         direct: oneAtATime('direct'),
+        relay: oneAtATime('relay'),
         gateway: oneAtATime('gateway'),
+        addedByRelay: added(oneAtATime('relay'), oneAtATime('direct')),
         added: added(oneAtATime('gateway'), oneAtATime('direct')),
         gatewayCpu: sequentially.cpu,
       },
     }
   } finally {
     await load.close()
+    await relay.stop()
   }
 }
 
@@ -1068,13 +1155,199 @@ async function streamMemory(platform: Platform, gateway: GatewayProcess, setting
 }
 
 // ---------------------------------------------------------------------------------------------
+// 4. Added latency of the model egress.
+
+const EGRESS_PATHS = ['direct', 'egress'] as const
+const EGRESS_REPLY = 'A short answer.'
+
+/** The egress as `server.ts` binds it: LibreChat's secret, a port, the fake provider configured. */
+async function egressListener(platform: Platform) {
+  const port = await findFreePort()
+  const egressSecret = secret()
+  return {
+    url: `http://127.0.0.1:${port}`,
+    secret: egressSecret,
+    env: {
+      EGRESS_SECRET: egressSecret,
+      GATEWAY_EGRESS_PORT: String(port),
+      LLM_PROVIDERS: JSON.stringify([
+        {
+          name: PROVIDER,
+          baseURL: platform.provider.url,
+          apiKey: PROVIDER_API_KEY,
+          models: [MODEL],
+          prices: { [MODEL]: MODEL_PRICE },
+        },
+      ]),
+    },
+  }
+}
+type EgressListener = Awaited<ReturnType<typeof egressListener>>
+
+/**
+ * What the workspace's quota counters in Redis say after the runs: reservations still open
+ * (every call settled leaves none) and the tokens counted this month (every call settled adds
+ * what the provider reported).
+ */
+async function quotaCountersOf(redisUrl: string, workspaceId: string) {
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 })
+  try {
+    const openReservations = async () => {
+      let open = 0
+      for (const key of await keysMatching(redis, `gw:quota-reservations:*:${workspaceId}`))
+        open += await redis.hlen(key)
+      return open
+    }
+    const deadline = performance.now() + SETTLE_WAIT_MS
+    let open = await openReservations()
+    while (open > 0 && performance.now() < deadline) {
+      await sleep(100)
+      open = await openReservations()
+    }
+    let countedTokens = 0
+    for (const key of await keysMatching(redis, `gw:quota-used:*:${workspaceId}:*`))
+      countedTokens += Number((await redis.hget(key, 'tokens')) ?? 0)
+    return { openReservations: open, countedTokens }
+  } finally {
+    redis.disconnect()
+  }
+}
+
+async function egressLatency(
+  platform: Platform,
+  gateway: GatewayProcess,
+  listener: EgressListener,
+  settings: Settings,
+) {
+  const member = await newMember(platform, gateway, {
+    monthlyTokens: BENCH_TOKEN_LIMIT,
+    memberMonthlyTokens: BENCH_TOKEN_LIMIT,
+    monthlyCostUsd: BENCH_COST_LIMIT_USD,
+    tpm: BENCH_TOKEN_LIMIT,
+    memberTpm: BENCH_TOKEN_LIMIT,
+    overage: 'block',
+  })
+  // The same body both ways: the egress passes `user` on to the provider.
+  const completion = {
+    model: MODEL,
+    messages: [{ role: 'user', content: 'Say something short' }],
+    max_tokens: 16,
+    user: member.libreChatUserId,
+  }
+  const targets = {
+    direct: {
+      url: `${platform.provider.url}/chat/completions`,
+      headers: { authorization: `Bearer ${PROVIDER_API_KEY}` },
+    },
+    egress: {
+      url: `${listener.url}/llm/${PROVIDER}/v1/chat/completions`,
+      headers: {
+        authorization: `Bearer ${listener.secret}`,
+        'x-librechat-user-id': member.libreChatUserId,
+      },
+    },
+  }
+  // The provider keeps every call it answers: emptied between runs.
+  const freshProvider = () => {
+    platform.provider.reset()
+    platform.provider.behave({ reply: EGRESS_REPLY })
+  }
+  freshProvider()
+  const agents = { direct: new Agent({ keepAlive: true }), egress: new Agent({ keepAlive: true }) }
+  const completionCall = async (path: (typeof EGRESS_PATHS)[number]) =>
+    expectStatus(
+      await call(targets[path].url, {
+        method: 'POST',
+        headers: targets[path].headers,
+        agent: agents[path],
+        json: completion,
+      }),
+      200,
+      `chat completion (${path})`,
+    )
+
+  // The first call seeds the month's counters from the ledger; every later one finds them.
+  const first = await completionCall('egress')
+  const tokensPerCall = (JSON.parse(first.body) as { usage: { total_tokens: number } }).usage
+    .total_tokens
+  let egressCalls = 1
+
+  log(`model egress: one call at a time, ${settings.sequential} each way, interleaved`)
+  const sequentially = await gatewayCpu(
+    gateway,
+    () => settings.sequential + 50,
+    () =>
+      interleaved(EGRESS_PATHS, settings.sequential, 50, async (path) => {
+        const answer = await completionCall(path)
+        if (path === 'egress') egressCalls += 1
+        return answer.totalMs
+      }),
+  )
+  const oneAtATime = sequentially.result
+  agents.direct.destroy()
+  agents.egress.destroy()
+
+  const load = startLoadGenerator()
+  try {
+    const body = JSON.stringify(completion)
+    const runAt = async (path: (typeof EGRESS_PATHS)[number], durationSeconds: number) => {
+      freshProvider()
+      const result = await load.run({
+        generator: 'paced',
+        url: targets[path].url,
+        method: 'POST',
+        headers: { ...targets[path].headers, 'content-type': 'application/json' },
+        body,
+        connections: settings.connections,
+        rate: settings.egressRate,
+        durationSeconds,
+      })
+      if (path === 'egress') egressCalls += successful(result)
+      return result
+    }
+    log(`model egress: warming up ${settings.warmupSeconds} s each way at ${settings.egressRate}/s`)
+    for (const path of EGRESS_PATHS) await runAt(path, settings.warmupSeconds)
+    log(`model egress: ${settings.egressRate} calls/s, ${settings.durationSeconds} s each way`)
+    const direct = loadFigures(await runAt('direct', settings.durationSeconds))
+    const through = await gatewayCpu(gateway, answered, () =>
+      runAt('egress', settings.durationSeconds),
+    )
+    const egress = loadFigures(through.result)
+    freshProvider()
+
+    const counters = await quotaCountersOf(platform.redisUrl, member.workspaceId)
+    return {
+      rate: settings.egressRate,
+      connections: settings.connections,
+      durationSeconds: settings.durationSeconds,
+      oneAtATime: {
+        direct: oneAtATime('direct'),
+        egress: oneAtATime('egress'),
+        added: added(oneAtATime('egress'), oneAtATime('direct')),
+        gatewayCpu: sequentially.cpu,
+      },
+      paced: { direct, egress, added: added(egress, direct), gatewayCpu: through.cpu },
+      settlement: {
+        egressCalls,
+        tokensPerCall,
+        expectedTokens: egressCalls * tokensPerCall,
+        ...counters,
+      },
+    }
+  } finally {
+    await load.close()
+    platform.provider.reset()
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 function parseSettings() {
   const { values: args } = parseArgs({
     options: {
       json: { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
-      phases: { type: 'string', default: 'latency,ttfb,memory' },
+      phases: { type: 'string', default: 'latency,ttfb,memory,egress' },
       rate: { type: 'string', default: '1000' },
       connections: { type: 'string', default: '10' },
       duration: { type: 'string' },
@@ -1083,6 +1356,7 @@ function parseSettings() {
       upstream: { type: 'string', default: 'standin' },
       samples: { type: 'string' },
       streams: { type: 'string' },
+      'egress-rate': { type: 'string', default: '200' },
     },
   })
   const quick = args.quick
@@ -1097,6 +1371,7 @@ function parseSettings() {
     upstream: args.upstream,
     samples: Number(args.samples ?? (quick ? 50 : 200)),
     streams: Number(args.streams ?? (quick ? 500 : 2000)),
+    egressRate: Number(args['egress-rate']),
   }
   return { json: args.json, phases: new Set(args.phases.split(',')), settings }
 }
@@ -1109,6 +1384,29 @@ const row = (label: string, values: string[]) =>
 
 const cpuRow = (cpu: { cores: number; msPerRequest: number }) =>
   `  gateway process CPU: ${cpu.cores.toFixed(2)} cores, ${cpu.msPerRequest.toFixed(2)} ms per request`
+
+const PATH_LABELS = {
+  direct: 'direct to the upstream',
+  relay: 'through a bare Node relay',
+  gateway: 'through the gateway',
+}
+const ratio = (gateway: number, relay: number) =>
+  relay > 0 ? `${(gateway / relay).toFixed(2)}x` : '-'
+/** What the gateway adds, what one bare hop adds on this machine, and the one over the other. */
+const addedRows = (figures: {
+  added: { p50: number; p99: number }
+  addedByRelay: { p50: number; p99: number }
+}) => [
+  row('added by a bare relay', [
+    signedMs(figures.addedByRelay.p50),
+    signedMs(figures.addedByRelay.p99),
+  ]),
+  row('added by the gateway', [signedMs(figures.added.p50), signedMs(figures.added.p99)]),
+  row('gateway / bare relay', [
+    ratio(figures.added.p50, figures.addedByRelay.p50),
+    ratio(figures.added.p99, figures.addedByRelay.p99),
+  ]),
+]
 
 type Comparison = { direct: Summary; gateway: Summary; added: { p50: number; p99: number } }
 const comparisonRows = (comparison: Comparison, upstreamLabel: string) => [
@@ -1162,8 +1460,18 @@ async function main() {
           return streamMemory(started, gateway, settings)
         })
       : undefined
+    let egress: Awaited<ReturnType<typeof egressLatency>> | undefined
+    if (phases.has('egress')) {
+      const listener = await egressListener(started)
+      egress = await withGateway(
+        started,
+        started.double.url,
+        (gateway) => egressLatency(started, gateway, listener, settings),
+        listener.env,
+      )
+    }
 
-    const results = { settings, latency, firstSseByte: ttfb, memory }
+    const results = { settings, latency, firstSseByte: ttfb, memory, egress }
     if (asJson) {
       process.stdout.write(`${JSON.stringify(results, null, 2)}\n`)
       return
@@ -1185,13 +1493,19 @@ async function main() {
           figures.direct.requestsPerSecond.toFixed(0),
           String(figures.direct.notSuccessful),
         ]),
+        row('through a bare Node relay', [
+          ms(figures.relay.p50),
+          ms(figures.relay.p99),
+          figures.relay.requestsPerSecond.toFixed(0),
+          String(figures.relay.notSuccessful),
+        ]),
         row('through the gateway', [
           ms(figures.gateway.p50),
           ms(figures.gateway.p99),
           figures.gateway.requestsPerSecond.toFixed(0),
           String(figures.gateway.notSuccessful),
         ]),
-        row('added by the gateway', [signedMs(figures.added.p50), signedMs(figures.added.p99)]),
+        ...addedRows(figures),
         cpuRow(figures.gatewayCpu),
       ]
       lines.push(
@@ -1201,7 +1515,15 @@ async function main() {
         `evenly paced, one request every ${(1000 / latency.rate).toFixed(1)} ms, ${latency.durationSeconds} s`,
         ...atRateRows(latency.paced),
         'one request at a time, interleaved',
-        ...comparisonRows(latency.oneAtATime, 'direct to the upstream'),
+        row('', ['p50', 'p99', 'n']),
+        ...(['direct', 'relay', 'gateway'] as const).map((path) =>
+          row(PATH_LABELS[path], [
+            ms(latency.oneAtATime[path].p50),
+            ms(latency.oneAtATime[path].p99),
+            String(latency.oneAtATime[path].n),
+          ]),
+        ),
+        ...addedRows(latency.oneAtATime),
         cpuRow(latency.oneAtATime.gatewayCpu),
         '',
       )
@@ -1224,6 +1546,49 @@ async function main() {
         `  peak while opening: RSS ${signedMib(memory.peakRssAboveIdleMiB)}, heap with garbage ${signedMib(memory.peakHeapAboveIdleMiB)}`,
         '',
       )
+    if (egress !== undefined) {
+      const { oneAtATime, paced, settlement } = egress
+      const allSettled =
+        settlement.openReservations === 0 && settlement.countedTokens === settlement.expectedTokens
+      lines.push(
+        `Model egress: POST /llm/${PROVIDER}/v1/chat/completions, not streamed, the fake provider answering at once (target: added p50 <= 2 ms)`,
+        'one call at a time, interleaved',
+        row('', ['p50', 'p99', 'n']),
+        row('direct to the fake provider', [
+          ms(oneAtATime.direct.p50),
+          ms(oneAtATime.direct.p99),
+          String(oneAtATime.direct.n),
+        ]),
+        row('through the egress', [
+          ms(oneAtATime.egress.p50),
+          ms(oneAtATime.egress.p99),
+          String(oneAtATime.egress.n),
+        ]),
+        row('added by the egress', [
+          signedMs(oneAtATime.added.p50),
+          signedMs(oneAtATime.added.p99),
+        ]),
+        cpuRow(oneAtATime.gatewayCpu),
+        `evenly paced, one call every ${(1000 / egress.rate).toFixed(1)} ms, ${egress.durationSeconds} s`,
+        row('', ['p50', 'p99', 'calls/s', 'not 2xx']),
+        row('direct to the fake provider', [
+          ms(paced.direct.p50),
+          ms(paced.direct.p99),
+          paced.direct.requestsPerSecond.toFixed(0),
+          String(paced.direct.notSuccessful),
+        ]),
+        row('through the egress', [
+          ms(paced.egress.p50),
+          ms(paced.egress.p99),
+          paced.egress.requestsPerSecond.toFixed(0),
+          String(paced.egress.notSuccessful),
+        ]),
+        row('added by the egress', [signedMs(paced.added.p50), signedMs(paced.added.p99)]),
+        cpuRow(paced.gatewayCpu),
+        `  reserve + settle: ${settlement.egressCalls} calls through the egress, ${settlement.countedTokens} of ${settlement.expectedTokens} tokens counted in Redis, ${settlement.openReservations} reservations left open${allSettled ? '' : ' (NOT ALL SETTLED)'}`,
+        '',
+      )
+    }
     process.stdout.write(`${lines.join('\n')}\n`)
   } finally {
     if (platform !== undefined) await closePlatform(platform)

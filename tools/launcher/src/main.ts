@@ -3,7 +3,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { type Infrastructure, isPortOpen, provideInfrastructure } from '@platform/local-infra'
 import { loadOrCreateSecrets } from './secrets.js'
-import { existingServices, type ServiceDefinition, serverEntry } from './services.js'
+import { existingServices, serverEntry } from './services.js'
 import { type StartedService, startService, stopService, waitForReady } from './supervisor.js'
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
@@ -22,12 +22,12 @@ async function readState(file: string): Promise<LauncherState> {
   return JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as LauncherState
 }
 
-function portOf(service: ServiceDefinition): number {
-  const value = env[service.portVariable]
-  if (value === undefined || value === '') return service.defaultPort
+function portOf(listener: { portVariable: string; defaultPort: number }): number {
+  const value = env[listener.portVariable]
+  if (value === undefined || value === '') return listener.defaultPort
   const port = Number(value)
   if (!Number.isInteger(port) || port < 1 || port > 65_535) {
-    throw new Error(`${service.portVariable}=${value} is not a port`)
+    throw new Error(`${listener.portVariable}=${value} is not a port`)
   }
   return port
 }
@@ -73,13 +73,19 @@ async function main() {
   await mkdir(localDir, { recursive: true })
   const services = existingServices(REPO_ROOT).map((service) => {
     const port = portOf(service)
-    return { ...service, port, url: `http://127.0.0.1:${port}` }
+    const extraPorts = (service.extraListeners ?? []).map((listener) => ({
+      portVariable: listener.portVariable,
+      port: portOf(listener),
+    }))
+    return { ...service, port, extraPorts, url: `http://127.0.0.1:${port}` }
   })
   for (const service of services) {
-    if (await isPortOpen(service.port)) {
-      throw new Error(
-        `port ${service.port} for ${service.name} is taken; set ${service.portVariable} to a free one`,
-      )
+    for (const listener of [service, ...service.extraPorts]) {
+      if (await isPortOpen(listener.port)) {
+        throw new Error(
+          `port ${listener.port} for ${service.name} is taken; set ${listener.portVariable} to a free one`,
+        )
+      }
     }
   }
 
@@ -119,6 +125,8 @@ async function main() {
   if (gateway !== undefined && !env.PUBLIC_URL) serviceEnv.PUBLIC_URL = gateway.url
   for (const service of services) {
     serviceEnv[service.portVariable] = String(service.port)
+    for (const listener of service.extraPorts)
+      serviceEnv[listener.portVariable] = String(listener.port)
     if (service.urlVariable !== undefined) serviceEnv[service.urlVariable] = service.url
   }
 

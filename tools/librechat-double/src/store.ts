@@ -130,7 +130,11 @@ export async function openStore(mongoUrl: string, dbName: string): Promise<Store
     agents: db.collection<AgentDoc>('agents'),
     files: db.collection<FileDoc>('files'),
     balances: db.collection<BalanceDoc>('balances'),
-    close: () => connection.close(),
+    // Every double has a database of its own; it goes with the double.
+    close: async () => {
+      await connection.dropDatabase().catch(() => undefined)
+      await connection.close()
+    },
   }
   // One at a time, every collection up front: concurrent implicit creation of one collection
   // crashes the wine-hosted mongod this project tests against.

@@ -14,8 +14,16 @@ import {
   isResponseSerializationError,
 } from 'fastify-type-provider-zod'
 
+/** An error body as the handler builds it, with a limit refusal's fields when there are any. */
+export type ErrorBody = ErrorResponse & Partial<LimitExceeded>
+
 export interface ErrorHandlerOptions {
   prefix: ServiceErrorPrefix
+  /**
+   * Dresses every error body for an audience that reads another shape (the gateway's egress
+   * answers LibreChat in OpenAI's, API.md §6). The status, code and message stay the handler's.
+   */
+  shape?: (body: ErrorBody) => unknown
 }
 
 /** The response schemas of a route's error statuses: the one error shape for each. */
@@ -67,6 +75,7 @@ function errorBody(statusCode: number, code: string, message: string, details?: 
  */
 async function errorHandler(app: FastifyInstance, options: ErrorHandlerOptions) {
   const { prefix } = options
+  const shape = options.shape ?? ((body: ErrorBody) => body)
   const ownCode = (code: unknown): code is string =>
     typeof code === 'string' && code.startsWith(`${prefix}_`)
   const RouteNotFound = createError(`${prefix}_NOT_FOUND`, 'Route %s %s not found', 404)
@@ -84,11 +93,13 @@ async function errorHandler(app: FastifyInstance, options: ErrorHandlerOptions) 
       request.log.info({ details }, 'request failed validation')
       return reply
         .code(400)
-        .send(errorBody(400, `${prefix}_VALIDATION`, 'The request is not valid', details))
+        .send(shape(errorBody(400, `${prefix}_VALIDATION`, 'The request is not valid', details)))
     }
     if (isResponseSerializationError(error)) {
       request.log.error({ err: error }, 'reply did not match its response schema')
-      return reply.code(500).send(errorBody(500, `${prefix}_INTERNAL`, 'Internal Server Error'))
+      return reply
+        .code(500)
+        .send(shape(errorBody(500, `${prefix}_INTERNAL`, 'Internal Server Error')))
     }
 
     const statusCode =
@@ -101,12 +112,12 @@ async function errorHandler(app: FastifyInstance, options: ErrorHandlerOptions) 
       // anything else is a fault whose message may hold internals.
       if (isOwn) {
         request.log.warn({ code: error.code, statusCode }, error.message)
-        return reply.code(statusCode).send(errorBody(statusCode, error.code, error.message))
+        return reply.code(statusCode).send(shape(errorBody(statusCode, error.code, error.message)))
       }
       request.log.error({ err: error }, 'request failed')
       return reply
         .code(statusCode)
-        .send(errorBody(statusCode, `${prefix}_INTERNAL`, 'Internal Server Error'))
+        .send(shape(errorBody(statusCode, `${prefix}_INTERNAL`, 'Internal Server Error')))
     }
     request.log.info({ code: error.code, statusCode }, error.message)
     if (isOwn) {
@@ -118,14 +129,16 @@ async function errorHandler(app: FastifyInstance, options: ErrorHandlerOptions) 
       if (statusCode === 429 && limit !== undefined) {
         const seconds = Math.ceil((Date.parse(limit.resetAt) - Date.now()) / 1000)
         reply.header('retry-after', String(Math.max(1, seconds)))
-        return reply.code(statusCode).send({ ...body, ...limit })
+        return reply.code(statusCode).send(shape({ ...body, ...limit }))
       }
-      return reply.code(statusCode).send(body)
+      return reply.code(statusCode).send(shape(body))
     }
     const suffix = VALIDATION_FRAMEWORK_CODES.has(error.code)
       ? 'VALIDATION'
       : (SUFFIX_BY_STATUS[statusCode] ?? 'REQUEST_ERROR')
-    return reply.code(statusCode).send(errorBody(statusCode, `${prefix}_${suffix}`, error.message))
+    return reply
+      .code(statusCode)
+      .send(shape(errorBody(statusCode, `${prefix}_${suffix}`, error.message)))
   })
 }
 

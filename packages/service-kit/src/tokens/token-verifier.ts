@@ -12,6 +12,7 @@ import {
 import type { Redis } from 'ioredis'
 import { createRemoteJWKSet, type JWTVerifyGetKey, errors as joseErrors, jwtVerify } from 'jose'
 import type { z } from 'zod'
+import { createRevocationWatch } from './revocation-watch.js'
 
 /** Why a token was refused; services map it to their own error codes. */
 export type TokenRejection =
@@ -68,6 +69,11 @@ export interface TokenVerifierOptions {
   /** The revocation list's home; omit only where revocation is checked elsewhere. */
   redis: Redis | null
   /**
+   * Hold the revocation list in memory, kept current by Redis's invalidations
+   * (`revocation-watch.ts`), instead of a Redis round trip per request. Costs a connection.
+   */
+  watchRevocations?: boolean
+  /**
    * The least time between two JWKS fetches caused by tokens with an unknown `kid`, so a flood
    * of made-up key ids cannot turn into a flood of fetches.
    */
@@ -84,6 +90,8 @@ export interface TokenVerifier {
   verifyPlatformToken(token: string): Promise<PlatformTokenClaims>
   /** Another service's token (`aud: internal`). */
   verifyServiceToken(token: string): Promise<ServiceTokenClaims>
+  /** Ends the revocation watch, if there is one. */
+  close(): void
 }
 
 interface CachedClaims<Claims> {
@@ -150,7 +158,7 @@ function rejectionFor(error: unknown): TokenRejectedError {
  * the auth-service's keys with the algorithm pinned (no `none`, no HS256 with a public key),
  * `iss`, `aud`, time claims, the claims' shape and, for user tokens, the revocation list in
  * Redis. Verified tokens are cached by their hash until they expire; revocation is still checked
- * on every call.
+ * on every call (in Redis, or against the watched copy in memory with `watchRevocations`).
  */
 export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
   const getKey =
@@ -203,15 +211,23 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     return parsed.data
   }
 
+  const { redis } = options
+  const watch =
+    redis !== null && options.watchRevocations === true ? createRevocationWatch({ redis }) : null
+  const isRevoked =
+    watch !== null
+      ? watch.isRevoked
+      : async (sessionId: string) =>
+          redis !== null && (await redis.exists(revokedSessionKey(sessionId))) > 0
+
   async function assertNotRevoked(sessionId: string) {
-    if (options.redis === null) return
-    let revoked: number
+    let revoked: boolean
     try {
-      revoked = await options.redis.exists(revokedSessionKey(sessionId))
+      revoked = await isRevoked(sessionId)
     } catch (error) {
       throw new RevocationCheckUnavailableError({ cause: error })
     }
-    if (revoked > 0) throw new TokenRejectedError('revoked', 'The session has been revoked')
+    if (revoked) throw new TokenRejectedError('revoked', 'The session has been revoked')
   }
 
   return {
@@ -227,6 +243,9 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     },
     verifyServiceToken: (token) =>
       verifySigned(token, INTERNAL_AUDIENCE, ServiceTokenClaimsSchema, serviceCache),
+    close() {
+      watch?.close()
+    },
   }
 }
 

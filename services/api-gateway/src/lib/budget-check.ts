@@ -23,6 +23,19 @@ const hasBudget = ({ quota }: EffectivePolicy) =>
     quota.memberMonthlyTokens !== null ||
     quota.monthlyCostUsd !== null)
 
+/** A workspace's and a member's standing this month, as the ledger has it now; null: no workspace. */
+export function quotaStandingOf(
+  workspaceService: InternalClient,
+  workspaceId: string,
+  userId: string,
+): Promise<QuotaStatus | null> {
+  const query = new URLSearchParams({ userId })
+  return workspaceService.get(
+    `/internal/v1/workspaces/${encodeURIComponent(workspaceId)}/quota?${query}`,
+    QuotaStatusSchema,
+  )
+}
+
 /**
  * Whether a workspace's or a member's monthly budget is already spent, so a chat that could
  * only be refused by the egress is refused before LibreChat starts it (ARCHITECTURE §5; the
@@ -34,11 +47,7 @@ export function createBudgetCheck(options: BudgetCheckOptions) {
   const standings = createLoadingCache<QuotaStatus | null>({
     load: (key) => {
       const [workspaceId = '', userId = ''] = key.split('\n')
-      const query = new URLSearchParams({ userId })
-      return options.workspaceService.get(
-        `/internal/v1/workspaces/${encodeURIComponent(workspaceId)}/quota?${query}`,
-        QuotaStatusSchema,
-      )
+      return quotaStandingOf(options.workspaceService, workspaceId, userId)
     },
     ttlMs: options.ttlMs,
     maxEntries: 50_000,

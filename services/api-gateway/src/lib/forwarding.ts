@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { UpstreamTimeout, UpstreamUnavailable } from '../errors.js'
 
 /** Identity and forwarding headers a client may not set for itself (ARCHITECTURE §3). */
-const CLIENT_HEADERS_STRIPPED = [
+const CLIENT_HEADERS_STRIPPED = new Set([
   'x-forwarded-for',
   'x-forwarded-host',
   'x-forwarded-proto',
@@ -15,35 +15,55 @@ const CLIENT_HEADERS_STRIPPED = [
   'x-workspace-id',
   'x-user-id',
   'x-librechat-user-id',
-]
+])
+
+/**
+ * …and, for LibreChat, the client's own credentials: its cookies could select another LibreChat
+ * auth strategy (librechat-api.md §1.1), and the User-Agent is the gateway's to set (§8.1).
+ */
+const LIBRECHAT_HEADERS_STRIPPED = new Set([
+  ...CLIENT_HEADERS_STRIPPED,
+  'authorization',
+  'cookie',
+  'proxy-authorization',
+  'user-agent',
+])
+
+/**
+ * A copy of `headers` without `stripped` and with the gateway's forwarding headers, built in one
+ * pass (deleting from a copy would turn it into a slow dictionary).
+ */
+function rewriteHeaders(
+  request: { ip: string; protocol: string; id: string },
+  headers: IncomingHttpHeaders,
+  stripped: ReadonlySet<string>,
+) {
+  const kept: IncomingHttpHeaders = {}
+  for (const name in headers) if (!stripped.has(name)) kept[name] = headers[name]
+  kept['x-forwarded-for'] = request.ip
+  kept['x-forwarded-proto'] = request.protocol
+  kept['x-request-id'] = request.id
+  return kept
+}
 
 /** What every upstream hears about the client: the gateway's word, never the client's. */
 export function forwardedHeaders(
   request: { ip: string; protocol: string; id: string },
   headers: IncomingHttpHeaders,
 ): IncomingHttpHeaders {
-  const rewritten: IncomingHttpHeaders = { ...headers }
-  for (const name of CLIENT_HEADERS_STRIPPED) delete rewritten[name]
-  rewritten['x-forwarded-for'] = request.ip
-  rewritten['x-forwarded-proto'] = request.protocol
-  rewritten['x-request-id'] = request.id
-  return rewritten
+  return rewriteHeaders(request, headers, CLIENT_HEADERS_STRIPPED)
 }
 
 /**
- * What LibreChat hears: the client's own credentials never (its cookies could select another
- * LibreChat auth strategy, librechat-api.md §1.1), the member's minted token instead, and a
- * browser User-Agent, without which LibreChat refuses the call and bans user and IP (§8.1).
+ * What LibreChat hears: the client's own credentials never, the member's minted token instead,
+ * and a browser User-Agent, without which LibreChat refuses the call and bans user and IP (§8.1).
  */
 export function libreChatHeaders(
   request: { ip: string; protocol: string; id: string },
   headers: IncomingHttpHeaders,
   bridged: { token: string | null; userAgent: string },
 ): IncomingHttpHeaders {
-  const rewritten = forwardedHeaders(request, headers)
-  delete rewritten.authorization
-  delete rewritten.cookie
-  delete rewritten['proxy-authorization']
+  const rewritten = rewriteHeaders(request, headers, LIBRECHAT_HEADERS_STRIPPED)
   if (bridged.token !== null) rewritten.authorization = `Bearer ${bridged.token}`
   rewritten['user-agent'] = bridged.userAgent
   return rewritten

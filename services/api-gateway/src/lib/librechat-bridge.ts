@@ -48,6 +48,36 @@ const MAX_CACHED = 50_000
 /** Mappings never change once written; the bound on their cache is its size, not time. */
 const MAPPING_TTL_MS = 24 * 3600_000
 
+const IDENTITIES = 'librechat_identities'
+
+const identityOf = (document: IdentityDocument): LibreChatIdentity => ({
+  libreChatUserId: document.libreChatUserId,
+  tenantId: document.tenantId,
+  workspaceId: document.workspaceId,
+  userId: document.userId,
+  email: document.email,
+})
+
+/**
+ * The bridge read backwards: the platform member behind a LibreChat user id, `null` for users
+ * the bridge never made. Needs only the gateway's database, so the egress, which sees LibreChat
+ * users and never provisions them, uses it alone.
+ */
+export function createMemberLookup(gateway: Connection, now: () => number = Date.now) {
+  const identities = gateway.collection<IdentityDocument>(IDENTITIES)
+  const reverse = createLoadingCache<LibreChatIdentity | null>({
+    load: async (libreChatUserId) => {
+      const document = await identities.findOne({ libreChatUserId })
+      return document === null ? null : identityOf(document)
+    },
+    ttlMs: MAPPING_TTL_MS,
+    maxEntries: MAX_CACHED,
+    now,
+  })
+  return { memberOf: (libreChatUserId: string) => reverse.get(libreChatUserId) }
+}
+export type MemberLookup = ReturnType<typeof createMemberLookup>
+
 /**
  * The LibreChat identity bridge (ARCHITECTURE §3). Each membership gets its own LibreChat user,
  * so LibreChat's per-user ownership isolates conversations, agents and files per workspace.
@@ -57,16 +87,9 @@ const MAPPING_TTL_MS = 24 * 3600_000
  */
 export function createLibreChatBridge(options: LibreChatBridgeOptions) {
   const now = options.now ?? Date.now
-  const identities = options.gateway.collection<IdentityDocument>('librechat_identities')
+  const identities = options.gateway.collection<IdentityDocument>(IDENTITIES)
   const users = options.libreChat.collection('users')
   const secret = new TextEncoder().encode(options.jwtSecret)
-  const identityOf = (document: IdentityDocument): LibreChatIdentity => ({
-    libreChatUserId: document.libreChatUserId,
-    tenantId: document.tenantId,
-    workspaceId: document.workspaceId,
-    userId: document.userId,
-    email: document.email,
-  })
 
   async function ensureIndexes() {
     await identities.createIndex({ libreChatUserId: 1 }, { unique: true })
@@ -144,16 +167,7 @@ export function createLibreChatBridge(options: LibreChatBridgeOptions) {
     maxEntries: MAX_CACHED,
     now,
   })
-  /** Reverse: the platform member behind a LibreChat user id, null for users the bridge never made. */
-  const reverse = createLoadingCache<LibreChatIdentity | null>({
-    load: async (libreChatUserId) => {
-      const document = await identities.findOne({ libreChatUserId })
-      return document === null ? null : identityOf(document)
-    },
-    ttlMs: MAPPING_TTL_MS,
-    maxEntries: MAX_CACHED,
-    now,
-  })
+  const reverse = createMemberLookup(options.gateway, now)
   /**
    * A LibreChat access token for the user (HS256 `{id}`, librechat-api.md §1.1), reused for half
    * its life so a busy member does not cost a signature per request.
@@ -174,7 +188,7 @@ export function createLibreChatBridge(options: LibreChatBridgeOptions) {
 
   const identityFor = (member: BridgedMember) =>
     forward.get(`${member.tenantId}\n${member.workspaceId}\n${member.userId}`)
-  const memberOf = (libreChatUserId: string) => reverse.get(libreChatUserId)
+  const memberOf = reverse.memberOf
   const tokenFor = (libreChatUserId: string) => tokens.get(libreChatUserId)
 
   return { ensureIndexes, identityFor, memberOf, tokenFor }

@@ -3,6 +3,7 @@ import {
   createInternalClient,
   createServiceTokenSource,
   createTokenVerifier,
+  type InternalClient,
 } from '@platform/service-kit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -20,6 +21,8 @@ import { createPolicyCache, type PolicyCache } from '../lib/policy-cache.js'
 import { doorAccess, isCanonicalPath, isUnservedPath, pathOf } from '../lib/request-path.js'
 
 export interface Door {
+  /** The workspace-service's internal API, with the gateway's service token. */
+  workspaceService: InternalClient
   memberships: MembershipCache
   policies: PolicyCache
   budgets: BudgetCheck
@@ -43,6 +46,11 @@ async function door(app: FastifyInstance, options: DoorOptions) {
     issuer: config.PUBLIC_URL.replace(/\/+$/, ''),
     keys: new URL('/.well-known/jwks.json', config.AUTH_SERVICE_URL),
     redis: app.redis,
+    // Every request's revocation check, answered from memory kept current by Redis.
+    watchRevocations: true,
+  })
+  app.addHook('onClose', async () => {
+    verifier.close()
   })
   await app.register(authenticatePlugin, {
     verifier,
@@ -64,10 +72,14 @@ async function door(app: FastifyInstance, options: DoorOptions) {
     }),
   })
   const subscriber = app.redis.duplicate({ keyPrefix: undefined })
+  subscriber.on('error', () => {
+    // The service's own client reports Redis going away; this one only resubscribes.
+  })
   app.addHook('onClose', async () => {
     subscriber.disconnect()
   })
   const decorations: Door = {
+    workspaceService,
     memberships: createMembershipCache({ workspaceService, ttlMs: config.MEMBERSHIP_CACHE_MS }),
     policies: await createPolicyCache({
       workspaceService,

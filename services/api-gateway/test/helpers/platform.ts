@@ -45,7 +45,10 @@ export async function startPlatform(options: PlatformOptions = {}) {
     }),
     { dbName: `${stack.dbName}_gateway`, redisKeyPrefix: stack.redisKeyPrefix },
   )
-  onTestFinished(() => gateway.close())
+  onTestFinished(async () => {
+    await gateway.mongo.dropDatabase().catch(() => undefined)
+    await gateway.close()
+  })
   const gatewayUrl = await gateway.listen({ host: '127.0.0.1', port: 0 })
 
   /** Replaces a workspace's policy fields as `by` (an admin), through the workspace-service. */

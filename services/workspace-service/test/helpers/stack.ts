@@ -179,6 +179,10 @@ export async function startTestStack(
     tenant,
     addMember,
     async close() {
+      // Each stack's databases go with it: thousands of leftover collections slowed MongoDB and
+      // finally brought it down during a full run.
+      await app.mongo.dropDatabase().catch(() => undefined)
+      await auth.mongo.dropDatabase().catch(() => undefined)
       await app.close()
       await auth.close()
     },
