@@ -1,4 +1,5 @@
 import {
+  booleanEnv,
   commonConfigShape,
   httpUrlEnv,
   mongoUrlEnv,
@@ -70,6 +71,12 @@ const ConfigSchema = z
      * crashed mid-call): longer than any generation, short enough to give the budget back.
      */
     EGRESS_RESERVATION_TTL_MS: positiveIntEnv(15 * 60_000),
+    /**
+     * Whether a member calling back to back is admitted from a small lease reserved ahead,
+     * without a round trip to Redis. Off: every call reserves for itself, and the quota view's
+     * `reserved` is the sum of the calls running.
+     */
+    EGRESS_QUOTA_LEASES: booleanEnv(true),
     /**
      * The output a call without any `max_tokens` (from LibreChat or the policy) is reserved
      * for. Such a call can outrun its reservation; a workspace policy cap removes the guess.

@@ -73,7 +73,10 @@ export async function buildEgressApp(
     redis: shared.redis,
     standing: (workspaceId, userId) => quotaStandingOf(workspaceService, workspaceId, userId),
     reservationTtlMs: config.EGRESS_RESERVATION_TTL_MS,
+    leases: config.EGRESS_QUOTA_LEASES,
+    log: app.log,
   })
+  app.addHook('onClose', () => quota.close())
   app.decorate('usageJournal', journal)
   const callers = {
     memberOf: members.memberOf,

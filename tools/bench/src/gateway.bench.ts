@@ -280,30 +280,111 @@ async function runPaced(run: LoadRun): Promise<LoadResult> {
   }
 }
 
+/** A request the worker sends and times, over a keep-alive agent it keeps by name. */
+interface RemoteCall {
+  url: string
+  method?: string
+  headers: Record<string, string>
+  json?: unknown
+  /** Requests naming the same agent share its connections (kept alive unless told). */
+  agent: string
+  keepAlive?: boolean
+}
+
+type ToWorker =
+  | { id: number; kind: 'load'; run: LoadRun }
+  | { id: number; kind: 'call'; call: RemoteCall }
+  | { id: number; kind: 'closeAgents' }
+
+type FromWorker =
+  | { id: number; kind: 'done'; answer: unknown }
+  | { id: number; kind: 'failed'; error: string }
+  | { id: number; kind: 'firstByte' }
+
 function serveLoadRuns() {
   const port = parentPort
   if (port === null) throw new Error('the load generator runs in a worker thread')
-  port.on('message', (run: LoadRun) => {
-    const result = run.generator === 'autocannon' ? runAutocannon(run) : runPaced(run)
-    result.then(
-      (answer) => port.postMessage(answer),
-      (error: unknown) => port.postMessage({ error: String(error) }),
+  const agents = new Map<string, Agent>()
+  const agentNamed = (name: string, keepAlive = true) => {
+    let agent = agents.get(name)
+    if (agent === undefined) {
+      agent = new Agent({ keepAlive })
+      agents.set(name, agent)
+    }
+    return agent
+  }
+  const answer = (id: number, work: Promise<unknown>) =>
+    work.then(
+      (result) => port.postMessage({ id, kind: 'done', answer: result } satisfies FromWorker),
+      (error: unknown) =>
+        port.postMessage({ id, kind: 'failed', error: String(error) } satisfies FromWorker),
     )
+  port.on('message', (message: ToWorker) => {
+    if (message.kind === 'load') {
+      const { run } = message
+      void answer(message.id, run.generator === 'autocannon' ? runAutocannon(run) : runPaced(run))
+    } else if (message.kind === 'call') {
+      const { call: remote, id } = message
+      void answer(
+        id,
+        call(remote.url, {
+          ...(remote.method === undefined ? {} : { method: remote.method }),
+          headers: remote.headers,
+          agent: agentNamed(remote.agent, remote.keepAlive),
+          json: remote.json,
+          onFirstByte: () => port.postMessage({ id, kind: 'firstByte' } satisfies FromWorker),
+        }),
+      )
+    } else {
+      for (const agent of agents.values()) agent.destroy()
+      agents.clear()
+      void answer(message.id, Promise.resolve(null))
+    }
   })
 }
 
+/**
+ * The worker thread every measured request is sent from: load runs, and single requests timed
+ * one at a time. A client on the upstream's own event loop would skip the wake-up every real
+ * client pays on its way to a server in another process, and so flatter the direct path.
+ */
 function startLoadGenerator() {
   const worker = new Worker(new URL(import.meta.url))
+  let nextId = 0
+  const waiting = new Map<
+    number,
+    { resolve: (answer: unknown) => void; reject: (error: Error) => void; onFirstByte?: () => void }
+  >()
+  worker.on('message', (message: FromWorker) => {
+    const entry = waiting.get(message.id)
+    if (entry === undefined) return
+    if (message.kind === 'firstByte') {
+      entry.onFirstByte?.()
+      return
+    }
+    waiting.delete(message.id)
+    if (message.kind === 'done') entry.resolve(message.answer)
+    else entry.reject(new Error(`load generator: ${message.error}`))
+  })
+  const ask = <T>(message: ToWorker, onFirstByte?: () => void) =>
+    new Promise<T>((resolve, reject) => {
+      waiting.set(message.id, {
+        resolve: resolve as (answer: unknown) => void,
+        reject,
+        ...(onFirstByte === undefined ? {} : { onFirstByte }),
+      })
+      worker.postMessage(message)
+    })
   return {
-    async run(run: LoadRun): Promise<LoadResult> {
-      worker.postMessage(run)
-      const [answer] = (await once(worker, 'message')) as [LoadResult | { error: string }]
-      if ('error' in answer) throw new Error(`load generator: ${answer.error}`)
-      return answer
-    },
+    run: (run: LoadRun) => ask<LoadResult>({ id: nextId++, kind: 'load', run }),
+    /** One request sent and timed by the worker; `onFirstByte` hears of its first body byte. */
+    call: (remote: RemoteCall, onFirstByte?: () => void) =>
+      ask<Answer>({ id: nextId++, kind: 'call', call: remote }, onFirstByte),
+    closeAgents: () => ask<null>({ id: nextId++, kind: 'closeAgents' }),
     close: () => worker.terminate(),
   }
 }
+type LoadGenerator = ReturnType<typeof startLoadGenerator>
 
 // ---------------------------------------------------------------------------------------------
 // HTTP as a client sees it: node:http, so the first body byte can be timed.
@@ -848,25 +929,21 @@ async function addedLatency(
     const pacedFigures = await atRate('paced')
 
     log(`GET /api/user one at a time, ${settings.sequential} each way, interleaved`)
-    const agents = {
-      direct: new Agent({ keepAlive: true }),
-      relay: new Agent({ keepAlive: true }),
-      gateway: new Agent({ keepAlive: true }),
-    }
     const sequentially = await gatewayCpu(
       gateway,
       () => settings.sequential + 50,
       () =>
         interleaved(PATHS_WITH_RELAY, settings.sequential, 50, async (path) => {
-          const answer = await call(`${paths[path].base}/api/user`, {
+          const answer = await load.call({
+            url: `${paths[path].base}/api/user`,
             headers: paths[path].headers,
-            agent: agents[path],
+            agent: path,
           })
           return expectStatus(answer, 200, `GET /api/user (${path})`).totalMs
         }),
     )
     const oneAtATime = sequentially.result
-    for (const agent of Object.values(agents)) agent.destroy()
+    await load.closeAgents()
     return {
       upstream: settings.upstream,
       rate: settings.rate,
@@ -907,20 +984,21 @@ const chatBody = () => ({
 /** Starts a generation and answers its stream id once LibreChat is waiting on the model. */
 async function startChat(
   platform: Platform,
-  base: string,
-  headers: Record<string, string>,
-  agent: Agent,
+  load: LoadGenerator,
+  target: { base: string; headers: Record<string, string>; agent: string; keepAlive?: boolean },
 ) {
   const callsBefore = platform.provider.calls.length
   const answer = expectStatus(
-    await call(`${base}/api/agents/chat/${PROVIDER}`, {
+    await load.call({
+      url: `${target.base}/api/agents/chat/${PROVIDER}`,
       method: 'POST',
-      headers,
-      agent,
+      headers: target.headers,
+      agent: target.agent,
+      ...(target.keepAlive === undefined ? {} : { keepAlive: target.keepAlive }),
       json: chatBody(),
     }),
     200,
-    `chat POST to ${base}`,
+    `chat POST to ${target.base}`,
   )
   // LibreChat calls the provider once it has emitted `created`: from then on the stream's first
   // frames wait for their subscriber.
@@ -931,54 +1009,60 @@ async function startChat(
 async function firstSseByte(platform: Platform, gateway: GatewayProcess, settings: Settings) {
   const member = await newMember(platform, gateway)
   const paths = pathsTo(platform.double.url, gateway.url, member)
-  const agents = { direct: new Agent({ keepAlive: true }), gateway: new Agent({ keepAlive: true }) }
-  log(`first SSE byte: ${settings.samples} streams each way, interleaved`)
-  const firstByte = await interleaved(PATHS, settings.samples, 10, async (path) => {
-    const { base, headers } = paths[path]
-    // The model holds its first token until the stream's first byte is in: what is timed is the
-    // path to frames already waiting, not LibreChat's work on the generation.
-    const held = gate()
-    platform.provider.reset()
-    platform.provider.behave({ reply: 'a short answer', beforeChunk: () => held.opened })
-    const streamId = await startChat(platform, base, headers, agents[path])
-    const stream = expectStatus(
-      await call(`${base}/api/agents/chat/stream/${encodeURIComponent(streamId)}`, {
-        headers,
-        agent: agents[path],
-        onFirstByte: held.open,
-      }),
-      200,
-      `chat stream (${path})`,
-    )
-    if (!stream.body.includes('"final":true'))
-      throw new Error(`the ${path} stream ended without its final frame`)
-    return stream.firstByteMs
-  })
-  platform.double.requests.length = 0
-
-  log(`GET /api/user on the LibreChat double, one at a time, ${settings.sequential} each way`)
-  const oneAtATime = await interleaved(PATHS, settings.sequential, 50, async (path) => {
-    const answer = await call(`${paths[path].base}/api/user`, {
-      headers: paths[path].headers,
-      agent: agents[path],
+  const load = startLoadGenerator()
+  try {
+    log(`first SSE byte: ${settings.samples} streams each way, interleaved`)
+    const firstByte = await interleaved(PATHS, settings.samples, 10, async (path) => {
+      const { base, headers } = paths[path]
+      // The model holds its first token until the stream's first byte is in: what is timed is
+      // the path to frames already waiting, not LibreChat's work on the generation.
+      const held = gate()
+      platform.provider.reset()
+      platform.provider.behave({ reply: 'a short answer', beforeChunk: () => held.opened })
+      const streamId = await startChat(platform, load, { ...paths[path], agent: path })
+      const stream = expectStatus(
+        await load.call(
+          {
+            url: `${base}/api/agents/chat/stream/${encodeURIComponent(streamId)}`,
+            headers,
+            agent: path,
+          },
+          held.open,
+        ),
+        200,
+        `chat stream (${path})`,
+      )
+      if (!stream.body.includes('"final":true'))
+        throw new Error(`the ${path} stream ended without its final frame`)
+      return stream.firstByteMs
     })
-    return expectStatus(answer, 200, `GET /api/user (${path})`).totalMs
-  })
-  agents.direct.destroy()
-  agents.gateway.destroy()
-  platform.provider.reset()
-  platform.double.requests.length = 0
-  return {
-    firstByte: {
-      direct: firstByte('direct'),
-      gateway: firstByte('gateway'),
-      added: added(firstByte('gateway'), firstByte('direct')),
-    },
-    userOnDouble: {
-      direct: oneAtATime('direct'),
-      gateway: oneAtATime('gateway'),
-      added: added(oneAtATime('gateway'), oneAtATime('direct')),
-    },
+    platform.double.requests.length = 0
+
+    log(`GET /api/user on the LibreChat double, one at a time, ${settings.sequential} each way`)
+    const oneAtATime = await interleaved(PATHS, settings.sequential, 50, async (path) => {
+      const answer = await load.call({
+        url: `${paths[path].base}/api/user`,
+        headers: paths[path].headers,
+        agent: path,
+      })
+      return expectStatus(answer, 200, `GET /api/user (${path})`).totalMs
+    })
+    platform.provider.reset()
+    platform.double.requests.length = 0
+    return {
+      firstByte: {
+        direct: firstByte('direct'),
+        gateway: firstByte('gateway'),
+        added: added(firstByte('gateway'), firstByte('direct')),
+      },
+      userOnDouble: {
+        direct: oneAtATime('direct'),
+        gateway: oneAtATime('gateway'),
+        added: added(oneAtATime('gateway'), oneAtATime('direct')),
+      },
+    }
+  } finally {
+    await load.close()
   }
 }
 
@@ -1030,20 +1114,25 @@ function openStream(url: string, headers: Record<string, string>): Promise<OpenS
 async function streamMemory(platform: Platform, gateway: GatewayProcess, settings: Settings) {
   const member = await newMember(platform, gateway)
   const { headers } = pathsTo(platform.double.url, gateway.url, member).gateway
-  const agent = new Agent({ keepAlive: true })
+  const load = startLoadGenerator()
 
   // Warm-up: a stream's whole life, a few times, before the idle level is read.
   platform.provider.reset()
   platform.provider.behave({ reply: 'a short answer' })
+  const warmUp = { base: gateway.url, headers, agent: 'warm-up' }
   for (let i = 0; i < 20; i++) {
-    const streamId = await startChat(platform, gateway.url, headers, agent)
+    const streamId = await startChat(platform, load, warmUp)
     expectStatus(
-      await call(`${gateway.url}/api/agents/chat/stream/${streamId}`, { headers, agent }),
+      await load.call({
+        url: `${gateway.url}/api/agents/chat/stream/${streamId}`,
+        headers,
+        agent: 'warm-up',
+      }),
       200,
       'warm-up stream',
     )
   }
-  agent.destroy()
+  await load.closeAgents()
   await sleep(1000)
   const idle = await gateway.memory(true)
   log(
@@ -1063,11 +1152,9 @@ async function streamMemory(platform: Platform, gateway: GatewayProcess, setting
       return Promise.resolve()
     },
   })
-  const chatAgent = new Agent({ keepAlive: false })
-  const streamIds = [
-    await startChat(platform, gateway.url, headers, chatAgent),
-    await startChat(platform, gateway.url, headers, chatAgent),
-  ]
+  const chats = { base: gateway.url, headers, agent: 'chats', keepAlive: false }
+  const streamIds = [await startChat(platform, load, chats), await startChat(platform, load, chats)]
+  await load.close()
   const subscribers = () =>
     streamIds.reduce(
       (sum, streamId) => sum + (platform.double.streamStats(streamId)?.subscribers ?? 0),
@@ -1131,7 +1218,6 @@ async function streamMemory(platform: Platform, gateway: GatewayProcess, setting
     await sleep(100)
   const completed = streams.filter((stream) => stream.ended && stream.status === 200).length
   for (const stream of streams) stream.destroy()
-  chatAgent.destroy()
   platform.provider.reset()
   platform.double.requests.length = 0
 
@@ -1218,6 +1304,7 @@ async function egressLatency(
   gateway: GatewayProcess,
   listener: EgressListener,
   settings: Settings,
+  { paced = true } = {},
 ) {
   const member = await newMember(platform, gateway, {
     monthlyTokens: BENCH_TOKEN_LIMIT,
@@ -1253,42 +1340,57 @@ async function egressLatency(
     platform.provider.behave({ reply: EGRESS_REPLY })
   }
   freshProvider()
-  const agents = { direct: new Agent({ keepAlive: true }), egress: new Agent({ keepAlive: true }) }
-  const completionCall = async (path: (typeof EGRESS_PATHS)[number]) =>
-    expectStatus(
-      await call(targets[path].url, {
-        method: 'POST',
-        headers: targets[path].headers,
-        agent: agents[path],
-        json: completion,
-      }),
-      200,
-      `chat completion (${path})`,
-    )
-
-  // The first call seeds the month's counters from the ledger; every later one finds them.
-  const first = await completionCall('egress')
-  const tokensPerCall = (JSON.parse(first.body) as { usage: { total_tokens: number } }).usage
-    .total_tokens
-  let egressCalls = 1
-
-  log(`model egress: one call at a time, ${settings.sequential} each way, interleaved`)
-  const sequentially = await gatewayCpu(
-    gateway,
-    () => settings.sequential + 50,
-    () =>
-      interleaved(EGRESS_PATHS, settings.sequential, 50, async (path) => {
-        const answer = await completionCall(path)
-        if (path === 'egress') egressCalls += 1
-        return answer.totalMs
-      }),
-  )
-  const oneAtATime = sequentially.result
-  agents.direct.destroy()
-  agents.egress.destroy()
-
   const load = startLoadGenerator()
   try {
+    const completionCall = async (path: (typeof EGRESS_PATHS)[number]) =>
+      expectStatus(
+        await load.call({
+          url: targets[path].url,
+          method: 'POST',
+          headers: targets[path].headers,
+          agent: path,
+          json: completion,
+        }),
+        200,
+        `chat completion (${path})`,
+      )
+
+    // The first call seeds the month's counters from the ledger; every later one finds them.
+    const first = await completionCall('egress')
+    const tokensPerCall = (JSON.parse(first.body) as { usage: { total_tokens: number } }).usage
+      .total_tokens
+    let egressCalls = 1
+
+    log(`model egress: one call at a time, ${settings.sequential} each way, interleaved`)
+    const sequentially = await gatewayCpu(
+      gateway,
+      () => settings.sequential + 50,
+      () =>
+        interleaved(EGRESS_PATHS, settings.sequential, 50, async (path) => {
+          const answer = await completionCall(path)
+          if (path === 'egress') egressCalls += 1
+          return answer.totalMs
+        }),
+    )
+    const oneAtATimeSamples = sequentially.result
+    await load.closeAgents()
+    const oneAtATime = {
+      direct: oneAtATimeSamples('direct'),
+      egress: oneAtATimeSamples('egress'),
+      added: added(oneAtATimeSamples('egress'), oneAtATimeSamples('direct')),
+      gatewayCpu: sequentially.cpu,
+    }
+    const settlement = async () => {
+      const counters = await quotaCountersOf(platform.redisUrl, member.workspaceId)
+      return {
+        egressCalls,
+        tokensPerCall,
+        expectedTokens: egressCalls * tokensPerCall,
+        ...counters,
+      }
+    }
+    if (!paced) return { oneAtATime, settlement: await settlement() }
+
     const body = JSON.stringify(completion)
     const runAt = async (path: (typeof EGRESS_PATHS)[number], durationSeconds: number) => {
       freshProvider()
@@ -1315,24 +1417,18 @@ async function egressLatency(
     const egress = loadFigures(through.result)
     freshProvider()
 
-    const counters = await quotaCountersOf(platform.redisUrl, member.workspaceId)
     return {
-      rate: settings.egressRate,
-      connections: settings.connections,
-      durationSeconds: settings.durationSeconds,
-      oneAtATime: {
-        direct: oneAtATime('direct'),
-        egress: oneAtATime('egress'),
-        added: added(oneAtATime('egress'), oneAtATime('direct')),
-        gatewayCpu: sequentially.cpu,
+      oneAtATime,
+      paced: {
+        rate: settings.egressRate,
+        connections: settings.connections,
+        durationSeconds: settings.durationSeconds,
+        direct,
+        egress,
+        added: added(egress, direct),
+        gatewayCpu: through.cpu,
       },
-      paced: { direct, egress, added: added(egress, direct), gatewayCpu: through.cpu },
-      settlement: {
-        egressCalls,
-        tokensPerCall,
-        expectedTokens: egressCalls * tokensPerCall,
-        ...counters,
-      },
+      settlement: await settlement(),
     }
   } finally {
     await load.close()
@@ -1461,6 +1557,7 @@ async function main() {
         })
       : undefined
     let egress: Awaited<ReturnType<typeof egressLatency>> | undefined
+    let egressWithoutLeases: Awaited<ReturnType<typeof egressLatency>> | undefined
     if (phases.has('egress')) {
       const listener = await egressListener(started)
       egress = await withGateway(
@@ -1469,9 +1566,19 @@ async function main() {
         (gateway) => egressLatency(started, gateway, listener, settings),
         listener.env,
       )
+      // The same calls with every one reserved in Redis: what a member's first call after a
+      // pause costs, and what a deployment that turns leases off pays on each.
+      log('model egress without quota leases')
+      const strictListener = await egressListener(started)
+      egressWithoutLeases = await withGateway(
+        started,
+        started.double.url,
+        (gateway) => egressLatency(started, gateway, strictListener, settings, { paced: false }),
+        { ...strictListener.env, EGRESS_QUOTA_LEASES: 'false' },
+      )
     }
 
-    const results = { settings, latency, firstSseByte: ttfb, memory, egress }
+    const results = { settings, latency, firstSseByte: ttfb, memory, egress, egressWithoutLeases }
     if (asJson) {
       process.stdout.write(`${JSON.stringify(results, null, 2)}\n`)
       return
@@ -1546,10 +1653,13 @@ async function main() {
         `  peak while opening: RSS ${signedMib(memory.peakRssAboveIdleMiB)}, heap with garbage ${signedMib(memory.peakHeapAboveIdleMiB)}`,
         '',
       )
-    if (egress !== undefined) {
-      const { oneAtATime, paced, settlement } = egress
+    const settlementLine = ({ settlement }: NonNullable<typeof egress>) => {
       const allSettled =
         settlement.openReservations === 0 && settlement.countedTokens === settlement.expectedTokens
+      return `  reserve + settle: ${settlement.egressCalls} calls through the egress, ${settlement.countedTokens} of ${settlement.expectedTokens} tokens counted in Redis, ${settlement.openReservations} reservations left open${allSettled ? '' : ' (NOT ALL SETTLED)'}`
+    }
+    if (egress?.paced !== undefined) {
+      const { oneAtATime, paced } = egress
       lines.push(
         `Model egress: POST /llm/${PROVIDER}/v1/chat/completions, not streamed, the fake provider answering at once (target: added p50 <= 2 ms)`,
         'one call at a time, interleaved',
@@ -1569,7 +1679,7 @@ async function main() {
           signedMs(oneAtATime.added.p99),
         ]),
         cpuRow(oneAtATime.gatewayCpu),
-        `evenly paced, one call every ${(1000 / egress.rate).toFixed(1)} ms, ${egress.durationSeconds} s`,
+        `evenly paced, one call every ${(1000 / paced.rate).toFixed(1)} ms, ${paced.durationSeconds} s`,
         row('', ['p50', 'p99', 'calls/s', 'not 2xx']),
         row('direct to the fake provider', [
           ms(paced.direct.p50),
@@ -1585,7 +1695,31 @@ async function main() {
         ]),
         row('added by the egress', [signedMs(paced.added.p50), signedMs(paced.added.p99)]),
         cpuRow(paced.gatewayCpu),
-        `  reserve + settle: ${settlement.egressCalls} calls through the egress, ${settlement.countedTokens} of ${settlement.expectedTokens} tokens counted in Redis, ${settlement.openReservations} reservations left open${allSettled ? '' : ' (NOT ALL SETTLED)'}`,
+        settlementLine(egress),
+        '',
+      )
+    }
+    if (egressWithoutLeases !== undefined) {
+      const { oneAtATime } = egressWithoutLeases
+      lines.push(
+        'one call at a time, every call reserved in Redis (EGRESS_QUOTA_LEASES=false)',
+        row('', ['p50', 'p99', 'n']),
+        row('direct to the fake provider', [
+          ms(oneAtATime.direct.p50),
+          ms(oneAtATime.direct.p99),
+          String(oneAtATime.direct.n),
+        ]),
+        row('through the egress', [
+          ms(oneAtATime.egress.p50),
+          ms(oneAtATime.egress.p99),
+          String(oneAtATime.egress.n),
+        ]),
+        row('added by the egress', [
+          signedMs(oneAtATime.added.p50),
+          signedMs(oneAtATime.added.p99),
+        ]),
+        cpuRow(oneAtATime.gatewayCpu),
+        settlementLine(egressWithoutLeases),
         '',
       )
     }

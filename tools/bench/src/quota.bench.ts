@@ -257,6 +257,8 @@ async function main() {
       redis,
       standing: async () => zeroStanding(),
       reservationTtlMs: RESERVATION_TTL_MS,
+      // Both scripts on every call: a member's lease would admit most calls without them.
+      leases: false,
     })
     const policies = Array.from({ length: settings.workspaces }, (_, index) => policyOf(run, index))
     const members = settings.workspaces * settings.membersPerWorkspace

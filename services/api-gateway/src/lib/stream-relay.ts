@@ -36,6 +36,12 @@ export interface StreamRelayOptions {
   ) => ((chunk: Buffer) => void) | undefined
   /** The error to answer when LibreChat cannot be reached or fails before its head. */
   failure: (error: Error) => Error
+  /**
+   * What must hold before anything of LibreChat's answer reaches the client (a stream slot),
+   * decided while LibreChat is already being asked. Refused: LibreChat's request is aborted and
+   * the refusal answered instead.
+   */
+  admission?: Promise<unknown>
 }
 
 /**
@@ -52,6 +58,14 @@ export function relayStream(options: StreamRelayOptions): void {
   let state: 'waiting' | 'answered' | 'relaying' = 'waiting'
   let upstream: Dispatcher.DispatchController | undefined
   let onChunk: ((chunk: Buffer) => void) | undefined
+  let admission: 'pending' | 'admitted' | 'refused' =
+    options.admission === undefined ? 'admitted' : 'pending'
+  /** LibreChat's head and first chunks, held while admission is pending. */
+  let heldHead: { statusCode: number; headers: IncomingHttpHeaders } | undefined
+  const heldChunks: Buffer[] = []
+  let upstreamEnded = false
+  /** An upstream failure met while admission was pending: answered once it is decided. */
+  let heldFailure: Error | undefined
 
   const answer = (error: Error) => {
     if (state !== 'waiting') return
@@ -63,34 +77,72 @@ export function relayStream(options: StreamRelayOptions): void {
     upstream?.abort(new Error('the client closed the connection'))
   })
 
+  const relayHead = (
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: IncomingHttpHeaders,
+  ) => {
+    state = 'relaying'
+    reply.hijack()
+    for (const [name, value] of Object.entries(withoutHopByHop(headers)))
+      if (value !== undefined) client.setHeader(name, value)
+    client.writeHead(statusCode)
+    client.flushHeaders()
+    onChunk = options.onHead?.(statusCode, headers)
+    client.on('drain', () => controller.resume())
+  }
+  const relayChunk = (controller: Dispatcher.DispatchController, chunk: Buffer) => {
+    onChunk?.(chunk)
+    if (!client.write(chunk)) controller.pause()
+  }
+
+  options.admission?.then(
+    () => {
+      admission = 'admitted'
+      if (heldFailure !== undefined) answer(heldFailure)
+      if (state !== 'waiting' || upstream === undefined || heldHead === undefined) return
+      relayHead(upstream, heldHead.statusCode, heldHead.headers)
+      for (const chunk of heldChunks.splice(0)) relayChunk(upstream, chunk)
+      if (upstreamEnded) client.end()
+      else upstream.resume()
+    },
+    (error: unknown) => {
+      admission = 'refused'
+      answer(error instanceof Error ? error : new Error(String(error)))
+      upstream?.abort(new Error('refused before LibreChat was relayed'))
+    },
+  )
+
   options.dispatcher.dispatch(
     { method: 'GET', path: options.path, headers: withoutHopByHop(options.headers) },
     {
       onRequestStart(controller) {
         upstream = controller
-        if (state === 'answered') controller.abort(new Error('answered without LibreChat'))
+        if (state === 'answered' || admission === 'refused')
+          controller.abort(new Error('answered without LibreChat'))
       },
       onResponseStart(controller, statusCode, headers) {
         if (state !== 'waiting') return
-        state = 'relaying'
-        reply.hijack()
-        for (const [name, value] of Object.entries(withoutHopByHop(headers)))
-          if (value !== undefined) client.setHeader(name, value)
-        client.writeHead(statusCode)
-        client.flushHeaders()
-        onChunk = options.onHead?.(statusCode, headers)
-        client.on('drain', () => controller.resume())
+        if (admission === 'pending') {
+          heldHead = { statusCode, headers }
+          controller.pause()
+          return
+        }
+        relayHead(controller, statusCode, headers)
       },
       onResponseData(controller, chunk) {
-        onChunk?.(chunk)
-        if (!client.write(chunk)) controller.pause()
+        if (state === 'relaying') relayChunk(controller, chunk)
+        else if (admission === 'pending') heldChunks.push(chunk)
       },
       onResponseEnd() {
+        upstreamEnded = true
         if (state === 'relaying') client.end()
       },
       onResponseError(_controller, error) {
-        if (state === 'waiting') answer(options.failure(error))
-        else if (state === 'relaying') client.destroy(error)
+        if (state === 'waiting') {
+          if (admission === 'pending') heldFailure = options.failure(error)
+          else answer(options.failure(error))
+        } else if (state === 'relaying') client.destroy(error)
       },
     },
   )

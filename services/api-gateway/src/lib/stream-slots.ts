@@ -182,3 +182,28 @@ export function createStreamSlots(options: StreamSlotsOptions): StreamSlots {
     },
   }
 }
+
+/** Workspaces remembered at once; the oldest are forgotten first (a map keeps insertion order). */
+const REFUSALS_REMEMBERED = 10_000
+
+/** Workspaces refused a stream slot in the last `forMs`. */
+export function createRecentRefusals(forMs: number) {
+  const until = new Map<string, number>()
+  return {
+    mark(workspaceId: string) {
+      until.delete(workspaceId)
+      if (until.size >= REFUSALS_REMEMBERED) {
+        const oldest = until.keys().next().value
+        if (oldest !== undefined) until.delete(oldest)
+      }
+      until.set(workspaceId, Date.now() + forMs)
+    },
+    has(workspaceId: string) {
+      const expiry = until.get(workspaceId)
+      if (expiry === undefined) return false
+      if (expiry > Date.now()) return true
+      until.delete(workspaceId)
+      return false
+    },
+  }
+}

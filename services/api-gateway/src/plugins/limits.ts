@@ -5,7 +5,7 @@ import { ClientGone, DependencyUnavailable, quotaExceeded, rateLimited } from '.
 import type { SpentBudget } from '../lib/budget-check.js'
 import { LimitStoreUnavailableError } from '../lib/limit-store.js'
 import { createRateLimiter, type RateLimitName } from '../lib/rate-limits.js'
-import { createStreamSlots, type StreamLease } from '../lib/stream-slots.js'
+import { createRecentRefusals, createStreamSlots, type StreamLease } from '../lib/stream-slots.js'
 import type { BridgedRequest } from './librechat.js'
 
 export interface DoorLimits {
@@ -27,6 +27,11 @@ export interface DoorLimits {
     reply: FastifyReply,
     streamKey: string,
   ): Promise<void>
+  /**
+   * Whether this replica refused the workspace a stream slot (or could not decide) in the last
+   * second: its next stream waits for its slot before LibreChat is asked.
+   */
+  streamSlotRefusedLately(workspaceId: string): boolean
 }
 
 export interface LimitsOptions {
@@ -44,6 +49,9 @@ const BUDGET_TEXT: Record<SpentBudget['limitName'], string> = {
   monthlyCostUsd: 'This workspace has used its monthly spending budget',
 }
 
+/** How long a workspace refused a stream slot is remembered (`streamSlotRefusedLately`). */
+const SLOT_REFUSAL_MEMORY_MS = 1_000
+
 const limitStoreDown = (error: unknown) =>
   error instanceof LimitStoreUnavailableError
     ? new DependencyUnavailable('limit store', { cause: error })
@@ -60,6 +68,7 @@ async function limits(app: FastifyInstance, options: LimitsOptions) {
   const streamSlots = createStreamSlots({ redis: app.redis, leaseMs: options.streamSlotLeaseMs })
   // One timer renews every lease this replica holds, not one timer per open stream.
   const heldLeases = new Set<StreamLease>()
+  const slotRefusals = createRecentRefusals(SLOT_REFUSAL_MEMORY_MS)
   const renewal = setInterval(
     () => {
       for (const lease of heldLeases) {
@@ -118,13 +127,16 @@ async function limits(app: FastifyInstance, options: LimitsOptions) {
           limit: policy.quota.maxConcurrentStreams,
         })
         .catch((error: unknown) => {
+          slotRefusals.mark(membership.workspaceId)
           throw limitStoreDown(error)
         })
-      if (!decision.acquired)
+      if (!decision.acquired) {
+        slotRefusals.mark(membership.workspaceId)
         throw quotaExceeded(
           decision.limit,
           `This workspace allows ${decision.limit.limit} chat streams at once; close one or wait`,
         )
+      }
       const { lease } = decision
       const release = () =>
         lease.release().catch((error: unknown) => {
@@ -141,6 +153,8 @@ async function limits(app: FastifyInstance, options: LimitsOptions) {
         void release()
       })
     },
+
+    streamSlotRefusedLately: (workspaceId) => slotRefusals.has(workspaceId),
   }
   app.decorate('limits', decoration)
 }

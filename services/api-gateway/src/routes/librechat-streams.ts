@@ -32,14 +32,20 @@ export async function libreChatStreamRoutes(app: FastifyInstance) {
         streamId: request.params.streamId,
         libreChatUserId: bridged.identity.libreChatUserId,
       }
-      // Keyed by the stream: a reconnect (a reloaded page) takes no second slot.
-      await limits.holdStreamSlot(
+      // Keyed by the stream: a reconnect (a reloaded page) takes no second slot. LibreChat is
+      // asked while the slot is taken, and nothing of its answer is relayed before it is; in a
+      // workspace just refused a slot the slot comes first, so clients retrying at the limit do
+      // not reach LibreChat.
+      const { workspaceId } = bridged.membership
+      const slot = limits.holdStreamSlot(
         bridged,
         request,
         reply,
         `${bridged.identity.userId}:stream:${request.params.streamId}`,
       )
+      if (limits.streamSlotRefusedLately(workspaceId)) await slot
       relayStream({
+        admission: slot,
         dispatcher: libreChat.pool,
         path: request.url,
         headers: libreChatHeaders(request, request.headers, {

@@ -1,5 +1,6 @@
 import { type FakeProvider, startFakeProvider } from '@platform/fake-provider'
 import { describe, expect, it, onTestFinished } from 'vitest'
+import { LEASE_IDLE_MS } from '../../src/lib/quota-reservations.js'
 import { countTextTokens, estimatePromptTokens } from '../../src/lib/usage-meter.js'
 import { type ChatPlatform, startChatPlatform } from '../helpers/chat-platform.js'
 import { bridgedMember, egressHeaders, ledgerOf, quotaWith } from '../helpers/egress.js'
@@ -252,21 +253,34 @@ describe('model egress under concurrency', () => {
     }
     expect(outcomes.filter((o) => o.workspace === 0 && o.status === 429)).toHaveLength(0)
 
-    // Every reservation was settled: no reservation hash is left.
+    // Every reservation was settled, and every member's lease given back once its calls
+    // stopped: no reservation hash is left.
     const { redis } = platform.gateway
-    const leftover: string[] = []
-    let cursor = '0'
-    do {
-      const [nextCursor, keys] = await redis.scan(
-        cursor,
-        'MATCH',
-        `${redis.options.keyPrefix ?? ''}gw:quota-reservations:*`,
-        'COUNT',
-        1_000,
-      )
-      leftover.push(...keys)
-      cursor = nextCursor
-    } while (cursor !== '0')
+    const reservationHashes = async () => {
+      const found: string[] = []
+      let cursor = '0'
+      do {
+        const [nextCursor, keys] = await redis.scan(
+          cursor,
+          'MATCH',
+          `${redis.options.keyPrefix ?? ''}gw:quota-reservations:*`,
+          'COUNT',
+          1_000,
+        )
+        found.push(...keys)
+        cursor = nextCursor
+      } while (cursor !== '0')
+      return found
+    }
+    let leftover = await reservationHashes()
+    await waitFor(
+      'leases given back',
+      async () => {
+        leftover = await reservationHashes()
+        return leftover.length === 0
+      },
+      3 * LEASE_IDLE_MS + 2_000,
+    ).catch(() => undefined)
     expect(leftover).toEqual([])
   })
 })

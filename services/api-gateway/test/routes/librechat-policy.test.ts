@@ -765,6 +765,42 @@ describe('limits at the door', () => {
     expect(next?.status).toBe(200)
     expect(chatPostsOf(chat)).toHaveLength(2)
   })
+
+  it('relays nothing of LibreChat’s answer to a stream refused its slot, and then asks LibreChat nothing', async () => {
+    const chat = await startChatPlatform()
+    const { user, workspaceId, token } = await chat.member('subscriber')
+    await setQuota(chat, user, workspaceId, { maxConcurrentStreams: 1 })
+    const hold = holdAfterFirstChunk(chat.provider, REPLY)
+    const started = await startChat(chat.gatewayUrl, token)
+    const first = frameReader(await fetchStream(chat.gatewayUrl, token, started.streamId))
+    await first.until((frame) => kindOf(frame) === 'on_message_delta')
+
+    // No slot was refused here lately: LibreChat may be asked while the slot is decided (the
+    // refusal can come first), and whatever it answers (a 404: it has no such stream) is
+    // dropped for the refusal.
+    let mark = chat.libreChat.requests.length
+    const refused = await fetchStream(chat.gatewayUrl, token, 'not-a-stream')
+    expect(await expectError(refused, 429, 'GW_QUOTA_EXCEEDED')).toMatchObject({
+      limitName: 'concurrentStreams',
+      limit: 1,
+    })
+    expect(
+      libreChatSince(chat, mark).every(
+        (request) => request === 'GET /api/agents/chat/stream/not-a-stream',
+      ),
+    ).toBe(true)
+
+    // Just refused: the next stream waits for its slot, and LibreChat never hears of it.
+    mark = chat.libreChat.requests.length
+    const again = await fetchStream(chat.gatewayUrl, token, 'still-not-a-stream')
+    await expectError(again, 429, 'GW_QUOTA_EXCEEDED')
+    expect(libreChatSince(chat, mark)).toEqual([])
+
+    // The refused subscription took nothing from the open stream: it ends whole.
+    hold.open()
+    expect((await first.rest()).map(kindOf).at(-1)).toBe('final')
+    expect(chat.libreChat.aborts).toEqual([])
+  })
 })
 
 describe('budgets at the door', () => {
