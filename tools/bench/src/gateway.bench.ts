@@ -30,11 +30,14 @@
  *    directly to the fake provider. The member's policy has monthly token and cost budgets and
  *    tokens-per-minute limits, all too high to refuse, so reserve and settle run their whole
  *    scripts against seeded counters. One call at a time, interleaved, then evenly paced at
- *    `--egress-rate`. The Redis counters are read afterwards: every call must have been settled.
+ *    `--egress-rate`, the member's calls admitted from quota leases as they come back to back;
+ *    then one at a time again through a gateway with `EGRESS_QUOTA_LEASES=false`, every call
+ *    reserved in Redis. The Redis counters are read afterwards: every call must have been
+ *    settled and every lease given back.
  *
  * Each part starts a fresh gateway process (`services/api-gateway/src/server.ts`); the
  * auth-service, workspace-service, LibreChat double, stand-in and fake provider run in this
- * process, the load generators in a worker thread of it.
+ * process, the load generators and every timed request in a worker thread of it.
  *
  * Usage: pnpm run bench:gateway [-- --json] [--quick] [--phases latency,ttfb,memory,egress]
  *        [--rate 1000] [--connections 10] [--duration 20] [--warmup 5] [--sequential 1000]

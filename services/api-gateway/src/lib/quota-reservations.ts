@@ -146,26 +146,28 @@ return reservedTokens or -1
 
 /**
  * Gives back what a lease holds and no call drew. KEYS: the reservations hash, the bucket of the
- * minute the lease was counted in. What calls drew stays reserved until they settle.
+ * minute the lease was counted in. What calls drew stays reserved until they settle. Only the
+ * first run for a lease changes anything, so a release can be sent again when its answer was
+ * lost, and sent for a lease whose taking failed (if the reservation was made after all).
  */
 const RELEASE = `
 local field, userId = ARGV[1], ARGV[2]
 local unusedTokens, unusedCost = tonumber(ARGV[3]), tonumber(ARGV[4])
 local raw = redis.call('HGET', KEYS[1], field)
-if raw then
-  local ok, entry = pcall(cjson.decode, raw)
-  if ok and type(entry) == 'table' then
-    entry.tokens = math.max(0, (tonumber(entry.tokens) or 0) - unusedTokens)
-    entry.costMicros = math.max(0, (tonumber(entry.costMicros) or 0) - unusedCost)
-    entry.released = true
-    if entry.tokens == 0 then
-      redis.call('HDEL', KEYS[1], field)
-    else
-      redis.call('HSET', KEYS[1], field, cjson.encode(entry))
-    end
-  else
-    redis.call('HDEL', KEYS[1], field)
-  end
+if not raw then return 0 end
+local ok, entry = pcall(cjson.decode, raw)
+if not ok or type(entry) ~= 'table' then
+  redis.call('HDEL', KEYS[1], field)
+  return 0
+end
+if entry.released then return 0 end
+entry.tokens = math.max(0, (tonumber(entry.tokens) or 0) - unusedTokens)
+entry.costMicros = math.max(0, (tonumber(entry.costMicros) or 0) - unusedCost)
+entry.released = true
+if entry.tokens == 0 then
+  redis.call('HDEL', KEYS[1], field)
+else
+  redis.call('HSET', KEYS[1], field, cjson.encode(entry))
 end
 if unusedTokens > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('HINCRBY', KEYS[2], 'w', -unusedTokens)
@@ -263,6 +265,22 @@ export const LEASE_IDLE_MS = 1_000
 /** The longest a lease is drawn from, at most a quarter of the reservation TTL (see `drawUntil`). */
 const LEASE_DRAW_WINDOW_MS = 30_000
 
+/** Whether two reads of a workspace's policy set the same limits, the ones a lease counts under. */
+function sameLimits(a: EffectivePolicy, b: EffectivePolicy) {
+  if (a === b) return true
+  const [x, y] = [a.quota, b.quota]
+  return (
+    a.version === b.version &&
+    a.timeZone === b.timeZone &&
+    x.monthlyTokens === y.monthlyTokens &&
+    x.memberMonthlyTokens === y.memberMonthlyTokens &&
+    x.monthlyCostUsd === y.monthlyCostUsd &&
+    x.tpm === y.tpm &&
+    x.memberTpm === y.memberTpm &&
+    x.overage === y.overage
+  )
+}
+
 /** What the tightest token limit and the cost budget had left after an admission (-1: none). */
 interface Headroom {
   tokens: number
@@ -289,6 +307,8 @@ interface MemberLeasing {
   lastAdmittedAt: number
   headroom: Headroom
   taking: boolean
+  /** Calls of the member waiting on Redis: the sweep keeps a member while any is. */
+  reserving: number
 }
 
 /**
@@ -366,6 +386,23 @@ export function createQuotaReservations(options: QuotaReservationsOptions) {
       const drawn = drawFromLease(member, request, atMs, month, minute)
       if (drawn !== undefined) return drawn
     }
+    if (member !== undefined) member.reserving += 1
+    try {
+      return await reserveInRedis(request, member, atMs, month, minute)
+    } finally {
+      if (member !== undefined) member.reserving -= 1
+    }
+  }
+
+  /** The call reserved for itself by the RESERVE script. */
+  async function reserveInRedis(
+    request: ReservationRequest,
+    member: MemberLeasing | undefined,
+    atMs: number,
+    month: string,
+    minute: number,
+  ): Promise<Reservation | QuotaRefusal> {
+    const { policy, userId } = request
     const keys = keysAt(policy, month, minute)
     const baseArgs = scriptArgs(policy, { ...request, field: request.callId }, atMs)
     let answer = (await reserveScript(keys, [...baseArgs, -1, -1, -1, USED_TTL_SECONDS])) as (
@@ -428,6 +465,7 @@ export function createQuotaReservations(options: QuotaReservationsOptions) {
         lastAdmittedAt: Number.NEGATIVE_INFINITY,
         headroom: { tokens: -1, costMicros: -1 },
         taking: false,
+        reserving: 0,
       }
       members.set(key, member)
     }
@@ -447,7 +485,7 @@ export function createQuotaReservations(options: QuotaReservationsOptions) {
     // A lease counts in its own minute and month, under the limits of the policy it was taken
     // with: past any of them it is given back and the call goes to Redis.
     const current =
-      lease.policy === request.policy &&
+      sameLimits(lease.policy, request.policy) &&
       lease.month === month &&
       lease.minute === minute &&
       atMs < lease.drawUntil
@@ -499,28 +537,35 @@ export function createQuotaReservations(options: QuotaReservationsOptions) {
       -1,
       -1,
       USED_TTL_SECONDS,
-    ]).then((reply) => {
-      const answer = reply as (string | number)[]
-      // Refused or unseeded: the member's calls go to Redis one by one, as without leases.
-      if (answer[0] !== 'ok') return
-      member.headroom = headroomOf(answer)
-      const lease: Lease = {
-        field,
-        policy,
-        userId,
-        month,
-        minute,
-        drawUntil: atMs + Math.min(LEASE_DRAW_WINDOW_MS, options.reservationTtlMs / 4),
-        size: { tokens, costMicros },
-        tokensLeft: tokens,
-        costLeft: costMicros,
-        lastDrawAt: atMs,
-      }
-      const previous = member.lease
-      member.lease = lease
-      if (previous !== undefined) retire(member, previous)
-      if (closed) retire(member, lease)
-    })
+    ]).then(
+      (reply) => {
+        const answer = reply as (string | number)[]
+        // Refused or unseeded: the member's calls go to Redis one by one, as without leases.
+        if (answer[0] !== 'ok') return
+        member.headroom = headroomOf(answer)
+        const lease: Lease = {
+          field,
+          policy,
+          userId,
+          month,
+          minute,
+          drawUntil: atMs + Math.min(LEASE_DRAW_WINDOW_MS, options.reservationTtlMs / 4),
+          size: { tokens, costMicros },
+          tokensLeft: tokens,
+          costLeft: costMicros,
+          lastDrawAt: atMs,
+        }
+        const previous = member.lease
+        member.lease = lease
+        if (previous !== undefined) retire(member, previous)
+        if (closed) retire(member, lease)
+      },
+      (error: unknown) => {
+        // The script may have run though its answer was lost: whatever it reserved goes back.
+        releaseUnused(policy, { field, userId, minute, tokensLeft: tokens, costLeft: costMicros })
+        throw error
+      },
+    )
     inBackground(
       taking.finally(() => {
         member.taking = false
@@ -532,15 +577,24 @@ export function createQuotaReservations(options: QuotaReservationsOptions) {
   /** Stops drawing from `lease` and gives back what no call drew. */
   function retire(member: MemberLeasing, lease: Lease) {
     if (member.lease === lease) member.lease = undefined
-    const { policy } = lease
-    inBackground(
+    releaseUnused(lease.policy, lease)
+  }
+
+  /** The RELEASE script for a lease, sent once more if its answer is lost (it runs once). */
+  function releaseUnused(
+    policy: EffectivePolicy,
+    lease: Pick<Lease, 'field' | 'userId' | 'minute' | 'tokensLeft' | 'costLeft'>,
+  ) {
+    const release = () =>
       releaseScript(
         [
           quotaReservationsKey(policy.tenantId, policy.workspaceId),
           minuteKey(policy.tenantId, policy.workspaceId, lease.minute),
         ],
         [lease.field, lease.userId, lease.tokensLeft, lease.costLeft],
-      ),
+      )
+    inBackground(
+      release().catch(release),
       'could not give back a quota lease; it lapses with its reservation TTL',
     )
   }
@@ -558,6 +612,7 @@ export function createQuotaReservations(options: QuotaReservationsOptions) {
       if (
         member.lease === undefined &&
         !member.taking &&
+        member.reserving === 0 &&
         atMs - member.lastAdmittedAt >= LEASE_IDLE_MS
       )
         members.delete(key)

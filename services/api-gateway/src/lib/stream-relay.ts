@@ -91,27 +91,41 @@ export function relayStream(options: StreamRelayOptions): void {
     onChunk = options.onHead?.(statusCode, headers)
     client.on('drain', () => controller.resume())
   }
+  /** Relays one chunk; false when the client's socket is full and LibreChat is paused. */
   const relayChunk = (controller: Dispatcher.DispatchController, chunk: Buffer) => {
     onChunk?.(chunk)
-    if (!client.write(chunk)) controller.pause()
+    if (client.write(chunk)) return true
+    controller.pause()
+    return false
   }
 
-  options.admission?.then(
-    () => {
-      admission = 'admitted'
-      if (heldFailure !== undefined) answer(heldFailure)
-      if (state !== 'waiting' || upstream === undefined || heldHead === undefined) return
-      relayHead(upstream, heldHead.statusCode, heldHead.headers)
-      for (const chunk of heldChunks.splice(0)) relayChunk(upstream, chunk)
-      if (upstreamEnded) client.end()
-      else upstream.resume()
-    },
-    (error: unknown) => {
-      admission = 'refused'
-      answer(error instanceof Error ? error : new Error(String(error)))
-      upstream?.abort(new Error('refused before LibreChat was relayed'))
-    },
-  )
+  options.admission
+    ?.then(
+      () => {
+        admission = 'admitted'
+        if (heldFailure !== undefined) answer(heldFailure)
+        if (state !== 'waiting' || upstream === undefined || heldHead === undefined) return
+        relayHead(upstream, heldHead.statusCode, heldHead.headers)
+        let flowing = true
+        for (const chunk of heldChunks.splice(0)) flowing = relayChunk(upstream, chunk)
+        if (upstreamEnded) client.end()
+        // A full client socket resumes LibreChat itself, on 'drain'.
+        else if (flowing) upstream.resume()
+      },
+      (error: unknown) => {
+        admission = 'refused'
+        answer(error instanceof Error ? error : new Error(String(error)))
+        upstream?.abort(new Error('refused before LibreChat was relayed'))
+      },
+    )
+    // Relaying what was held runs here, outside undici's callbacks: a failure in it ends both
+    // sides as a failure in those callbacks would.
+    .catch((error: unknown) => {
+      const failure = error instanceof Error ? error : new Error(String(error))
+      upstream?.abort(failure)
+      if (state === 'relaying') client.destroy(failure)
+      else answer(failure)
+    })
 
   options.dispatcher.dispatch(
     { method: 'GET', path: options.path, headers: withoutHopByHop(options.headers) },

@@ -37,6 +37,10 @@ export async function libreChatStreamRoutes(app: FastifyInstance) {
       // workspace just refused a slot the slot comes first, so clients retrying at the limit do
       // not reach LibreChat.
       const { workspaceId } = bridged.membership
+      const headers = libreChatHeaders(request, request.headers, {
+        token: bridged.token,
+        userAgent: settings.userAgent,
+      })
       const slot = limits.holdStreamSlot(
         bridged,
         request,
@@ -48,10 +52,7 @@ export async function libreChatStreamRoutes(app: FastifyInstance) {
         admission: slot,
         dispatcher: libreChat.pool,
         path: request.url,
-        headers: libreChatHeaders(request, request.headers, {
-          token: bridged.token,
-          userAgent: settings.userAgent,
-        }),
+        headers,
         reply,
         failure: (error) => upstreamFailure('chat service', error),
         onHead: (statusCode, headers) => {

@@ -229,7 +229,7 @@ describe('quota leases', () => {
     expect(await redis.hget(minuteKey(policy), 'w')).toBe('200')
   })
 
-  it('stop at the end of their minute and when the policy changes: the next call goes to Redis', async () => {
+  it('stop when the policy’s limits change: the next call goes to Redis', async () => {
     const clock = manualClock()
     const quota = replica(clock)
     const policy = policyWith()
@@ -237,21 +237,39 @@ describe('quota leases', () => {
     await quota.reserve(call(policy))
     const [first] = await leaseTaken(policy)
 
-    // The same workspace's policy read again after an invalidation: a new object.
-    const changed = { ...policy, quota: { ...policy.quota, tpm: 500_000 } }
+    // The same policy read again (a new object, same limits) keeps the lease…
+    const reread = { ...policy, quota: { ...policy.quota } }
+    expect(admitted(await quota.reserve(call(reread))).lease).toBeDefined()
+    // …new limits do not.
+    const changed = { ...policy, version: 2, quota: { ...policy.quota, tpm: 500_000 } }
     const afterChange = await commandsNaming(policy.workspaceId, async () => {
       expect(admitted(await quota.reserve(call(changed))).lease).toBeUndefined()
     })
     expect(afterChange.some(([command]) => command?.toLowerCase() === 'evalsha')).toBe(true)
+    // Given back but for the call drawn from it, still running.
     await waitFor('the old lease given back', async () =>
-      (await leasesOf(policy)).every((lease) => lease.field !== first?.field),
+      (await leasesOf(policy)).some(
+        (lease) => lease.field === first?.field && 'released' in lease && lease.tokens === 100,
+      ),
     )
+  })
 
-    await quota.reserve(call(changed))
+  it('stop at the end of their minute: the next call goes to Redis and counts in its own', async () => {
+    // 300 ms before a minute ends: the lease outlives neither its idle time nor its window.
+    const beforeMinuteEnds = Date.UTC(2026, 10, 18, 12, 30, 59, 700)
+    const clock = manualClock(beforeMinuteEnds)
+    const quota = replica(clock)
+    const policy = policyWith()
+    await quota.reserve(call(policy))
+    await quota.reserve(call(policy))
     await leaseTaken(policy)
-    clock.advance(60_000)
+    expect(admitted(await quota.reserve(call(policy))).lease).toBeDefined()
+
+    clock.advance(400)
     const nextMinute = await commandsNaming(policy.workspaceId, async () => {
-      expect(admitted(await quota.reserve(call(changed))).lease).toBeUndefined()
+      const reservation = admitted(await quota.reserve(call(policy)))
+      expect(reservation.lease).toBeUndefined()
+      expect(reservation.minute).toBe(Math.floor((beforeMinuteEnds + 400) / 60_000))
     })
     expect(nextMinute.some(([command]) => command?.toLowerCase() === 'evalsha')).toBe(true)
   })

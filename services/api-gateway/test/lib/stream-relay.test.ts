@@ -119,6 +119,21 @@ describe('relayStream with an admission decided alongside', () => {
     await waitFor('the upstream request ended', () => upstream.seen.cutShort === 1)
   })
 
+  it('ends the upstream request when the client leaves while admission is pending', async () => {
+    const upstream = await startSseUpstream()
+    const relay = await startRelay(upstream.url)
+    const leaving = httpRequest(`${relay.url}/stream`)
+    leaving.on('error', () => undefined)
+    leaving.end()
+    await waitFor('the upstream asked', () => upstream.seen.asked === 1)
+    leaving.destroy()
+    await waitFor('the upstream request ended', () => upstream.seen.cutShort === 1)
+    // Admitted after the client left: nothing is relayed, nothing breaks.
+    relay.decisions[0]?.resolve()
+    await settle()
+    expect(upstream.seen.cutShort).toBe(1)
+  })
+
   it('holds an upstream failure until admission is decided, and a refusal wins over it', async () => {
     const down = `http://127.0.0.1:${await findFreePort()}`
     const admitted = await startRelay(down)
