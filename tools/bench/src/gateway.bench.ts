@@ -1661,27 +1661,27 @@ async function main() {
         settlement.openReservations === 0 && settlement.countedTokens === settlement.expectedTokens
       return `  reserve + settle: ${settlement.egressCalls} calls through the egress, ${settlement.countedTokens} of ${settlement.expectedTokens} tokens counted in Redis, ${settlement.openReservations} reservations left open${allSettled ? '' : ' (NOT ALL SETTLED)'}`
     }
+    const oneAtATimeRows = (oneAtATime: NonNullable<typeof egress>['oneAtATime']) => [
+      row('', ['p50', 'p99', 'n']),
+      row('direct to the fake provider', [
+        ms(oneAtATime.direct.p50),
+        ms(oneAtATime.direct.p99),
+        String(oneAtATime.direct.n),
+      ]),
+      row('through the egress', [
+        ms(oneAtATime.egress.p50),
+        ms(oneAtATime.egress.p99),
+        String(oneAtATime.egress.n),
+      ]),
+      row('added by the egress', [signedMs(oneAtATime.added.p50), signedMs(oneAtATime.added.p99)]),
+      cpuRow(oneAtATime.gatewayCpu),
+    ]
     if (egress?.paced !== undefined) {
       const { oneAtATime, paced } = egress
       lines.push(
         `Model egress: POST /llm/${PROVIDER}/v1/chat/completions, not streamed, the fake provider answering at once (target: added p50 <= 2 ms)`,
         'one call at a time, interleaved',
-        row('', ['p50', 'p99', 'n']),
-        row('direct to the fake provider', [
-          ms(oneAtATime.direct.p50),
-          ms(oneAtATime.direct.p99),
-          String(oneAtATime.direct.n),
-        ]),
-        row('through the egress', [
-          ms(oneAtATime.egress.p50),
-          ms(oneAtATime.egress.p99),
-          String(oneAtATime.egress.n),
-        ]),
-        row('added by the egress', [
-          signedMs(oneAtATime.added.p50),
-          signedMs(oneAtATime.added.p99),
-        ]),
-        cpuRow(oneAtATime.gatewayCpu),
+        ...oneAtATimeRows(oneAtATime),
         `evenly paced, one call every ${(1000 / paced.rate).toFixed(1)} ms, ${paced.durationSeconds} s`,
         row('', ['p50', 'p99', 'calls/s', 'not 2xx']),
         row('direct to the fake provider', [
@@ -1706,22 +1706,7 @@ async function main() {
       const { oneAtATime } = egressWithoutLeases
       lines.push(
         'one call at a time, every call reserved in Redis (EGRESS_QUOTA_LEASES=false)',
-        row('', ['p50', 'p99', 'n']),
-        row('direct to the fake provider', [
-          ms(oneAtATime.direct.p50),
-          ms(oneAtATime.direct.p99),
-          String(oneAtATime.direct.n),
-        ]),
-        row('through the egress', [
-          ms(oneAtATime.egress.p50),
-          ms(oneAtATime.egress.p99),
-          String(oneAtATime.egress.n),
-        ]),
-        row('added by the egress', [
-          signedMs(oneAtATime.added.p50),
-          signedMs(oneAtATime.added.p99),
-        ]),
-        cpuRow(oneAtATime.gatewayCpu),
+        ...oneAtATimeRows(oneAtATime),
         settlementLine(egressWithoutLeases),
         '',
       )

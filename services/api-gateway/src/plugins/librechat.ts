@@ -106,7 +106,8 @@ async function libreChat(app: FastifyInstance, options: LibreChatPluginOptions) 
   await bridge.ensureIndexes()
   const pool = new Pool(settings.url, {
     // No cap: every open chat stream holds a connection for as long as it runs, and a capped
-    // pool would queue other members' requests behind them. The door's limits bound streams.
+    // pool would queue other members' requests behind them. The door's stream slots bound the
+    // streams; one refused its slot holds a connection only until the refusal.
     connections: null,
     headersTimeout: options.upstreamTimeoutMs,
     // Streams stay open as long as a generation runs; the abandonment watch ends stale ones.

@@ -110,6 +110,13 @@ async function leaseTaken(policy: EffectivePolicy) {
   return leasesOf(policy)
 }
 
+/** Two calls close together, then the lease the second one asked for. */
+async function backToBack(quota: ReturnType<typeof replica>, policy: EffectivePolicy) {
+  admitted(await quota.reserve(call(policy)))
+  admitted(await quota.reserve(call(policy)))
+  return leaseTaken(policy)
+}
+
 const monthKey = (policy: EffectivePolicy) =>
   `gw:quota-used:{${policy.tenantId}}:${policy.workspaceId}:2026-11`
 const minuteKey = (policy: EffectivePolicy, atMs = START) =>
@@ -151,9 +158,7 @@ describe('quota leases', () => {
     const clock = manualClock()
     const quota = replica(clock)
     const policy = policyWith()
-    await quota.reserve(call(policy))
-    await quota.reserve(call(policy))
-    await leaseTaken(policy)
+    await backToBack(quota, policy)
     const running = admitted(await quota.reserve(call(policy)))
     expect(running.lease).toBeDefined()
 
@@ -221,9 +226,7 @@ describe('quota leases', () => {
     const clock = manualClock()
     const quota = replica(clock)
     const policy = policyWith()
-    await quota.reserve(call(policy))
-    await quota.reserve(call(policy))
-    await leaseTaken(policy)
+    await backToBack(quota, policy)
     clock.advance(LEASE_IDLE_MS)
     await waitFor('the lease given back', async () => (await leasesOf(policy)).length === 0, 3_000)
     expect(await redis.hget(minuteKey(policy), 'w')).toBe('200')
@@ -233,9 +236,7 @@ describe('quota leases', () => {
     const clock = manualClock()
     const quota = replica(clock)
     const policy = policyWith()
-    await quota.reserve(call(policy))
-    await quota.reserve(call(policy))
-    const [first] = await leaseTaken(policy)
+    const [first] = await backToBack(quota, policy)
 
     // The same policy read again (a new object, same limits) keeps the lease…
     const reread = { ...policy, quota: { ...policy.quota } }
@@ -260,9 +261,7 @@ describe('quota leases', () => {
     const clock = manualClock(beforeMinuteEnds)
     const quota = replica(clock)
     const policy = policyWith()
-    await quota.reserve(call(policy))
-    await quota.reserve(call(policy))
-    await leaseTaken(policy)
+    await backToBack(quota, policy)
     expect(admitted(await quota.reserve(call(policy))).lease).toBeDefined()
 
     clock.advance(400)
