@@ -36,6 +36,7 @@ import {
   type QuotaReservations,
 } from '../../../services/api-gateway/src/lib/quota-reservations.js'
 import { keysMatching } from './redis-keys.js'
+import { textTable } from './text-table.js'
 
 const TARGET_CALLS_PER_SECOND = 5_000
 /** Budgets and tokens per minute the run never reaches. */
@@ -223,20 +224,6 @@ async function removeKeysOf(redis: Redis, run: string) {
 const thousands = (value: number) => Math.round(value).toLocaleString('en-US')
 const ms = (value: number) => `${value.toFixed(2)} ms`
 
-function table(header: string[], rows: string[][]) {
-  const widths = header.map((title, column) =>
-    Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)),
-  )
-  const line = (cells: string[]) =>
-    cells
-      .map((cell, column) =>
-        column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0),
-      )
-      .join('  ')
-      .trimEnd()
-  return [line(header), line(widths.map((width) => '-'.repeat(width))), ...rows.map(line)]
-}
-
 async function main() {
   const { json: asJson, settings } = parseSettings()
   const dataDir = await mkdtemp(join(tmpdir(), 'ai-platform-bench-'))
@@ -318,7 +305,7 @@ async function main() {
         `Node ${results.environment.node}; Redis: ${results.environment.redis}.`,
         "'bench cpu' is this process's CPU over wall time, 'redis cpu' the server's (INFO cpu).",
         '',
-        ...table(
+        ...textTable(
           ['variant', 'calls/s', 'p50', 'p99', 'x baseline', 'bench cpu', 'redis cpu', 'target'],
           [
             row('baseline: 2 x EVALSHA return 1', baseline, '1.00', ''),

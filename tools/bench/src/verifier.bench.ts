@@ -16,6 +16,7 @@ import { createTokenVerifier, type TokenVerifierOptions } from '@platform/servic
 import { PLATFORM_AUDIENCE, TOKEN_SIGNING_ALGORITHM } from '@platform/shared-types'
 import { Redis } from 'ioredis'
 import { type CryptoKey, generateKeyPair, jwtVerify, SignJWT } from 'jose'
+import { textTable } from './text-table.js'
 
 const ISSUER = 'https://bench.platform.test'
 const KID = 'bench-key'
@@ -103,19 +104,7 @@ function table(results: Result[]): string {
     result.target === null ? '' : `>= ${result.target.toLocaleString('en-US')}`,
     result.target === null ? '' : result.opsPerSec >= result.target ? 'ok' : 'BELOW',
   ])
-  const widths = header.map((title, column) =>
-    Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)),
-  )
-  const line = (cells: string[]) =>
-    cells
-      .map((cell, column) =>
-        column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0),
-      )
-      .join('  ')
-      .trimEnd()
-  return [line(header), line(widths.map((width) => '-'.repeat(width))), ...rows.map(line)].join(
-    '\n',
-  )
+  return textTable(header, rows).join('\n')
 }
 
 async function main() {

@@ -5,26 +5,12 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js'
 import type { FakeProviderCall } from '@platform/fake-provider'
-import type { Quota, UsageRecord } from '@platform/shared-types'
+import type { UsageRecord } from '@platform/shared-types'
 import { expect, onTestFinished } from 'vitest'
 import { z } from 'zod'
 import { type ChatPlatform, EGRESS_SECRET, libreChatUserIdOf } from './chat-platform.js'
 import { bearer, type TestUser } from './platform.js'
 import { waitFor } from './stream-client.js'
-
-/** Every quota field unlimited but those given: the policy schema wants them all. */
-export const quotaWith = (overrides: Partial<Quota>): Quota => ({
-  monthlyTokens: null,
-  monthlyCostUsd: null,
-  memberMonthlyTokens: null,
-  rpm: null,
-  memberRpm: null,
-  tpm: null,
-  memberTpm: null,
-  maxConcurrentStreams: null,
-  overage: 'block',
-  ...overrides,
-})
 
 /** What the egress wants of LibreChat on every call: the shared secret and the user it calls for. */
 export const egressHeaders = (libreChatUserId: string) => ({

@@ -15,6 +15,7 @@ import {
   ownField,
   showValue,
 } from '../../src/lib/allowlist.js'
+import { quotaWith } from '../helpers/quota.js'
 
 /** A policy as the workspace-service serves it, parsed by the real schema. */
 function effectivePolicy(overrides: Partial<IngressPolicy> = {}): IngressPolicy {
@@ -28,17 +29,7 @@ function effectivePolicy(overrides: Partial<IngressPolicy> = {}): IngressPolicy 
     mcp: { servers: ['workspace-tools', 'github'], tools: { github: ['search_*'] } },
     params: { maxOutputTokens: 4096, temperature: { max: 1 } },
     systemPrompt: null,
-    quota: {
-      monthlyTokens: null,
-      monthlyCostUsd: null,
-      memberMonthlyTokens: null,
-      rpm: null,
-      memberRpm: null,
-      tpm: null,
-      memberTpm: null,
-      maxConcurrentStreams: null,
-      overage: 'block',
-    },
+    quota: quotaWith({}),
     ...overrides,
   })
 }

@@ -13,6 +13,7 @@ import {
   type QuotaRefusal,
   type Reservation,
 } from '../../src/lib/quota-reservations.js'
+import { quotaWith } from '../helpers/quota.js'
 import { commandsNaming, connectRedis } from '../helpers/redis-clients.js'
 import { waitFor } from '../helpers/stream-client.js'
 
@@ -57,18 +58,14 @@ function policyWith(quota: Partial<EffectivePolicy['quota']> = {}): EffectivePol
     mcp: { servers: [], tools: {} },
     params: { maxOutputTokens: null, temperature: null },
     systemPrompt: null,
-    quota: {
+    quota: quotaWith({
       monthlyTokens: UNLIMITED,
       monthlyCostUsd: 1_000,
       memberMonthlyTokens: UNLIMITED,
-      rpm: null,
-      memberRpm: null,
       tpm: UNLIMITED,
       memberTpm: UNLIMITED,
-      maxConcurrentStreams: null,
-      overage: 'block',
       ...quota,
-    },
+    }),
   }
 }
 

@@ -16,8 +16,8 @@ import {
   type LedgerRow,
   ledgerRows,
   PROMPT,
-  quotaWith,
 } from '../helpers/egress.js'
+import { quotaWith } from '../helpers/quota.js'
 import { connectRedis } from '../helpers/redis-clients.js'
 import { sseFrames } from '../helpers/sse.js'
 import { holdAfterFirstChunk, sleep, waitFor } from '../helpers/stream-client.js'

@@ -7,14 +7,8 @@ import {
   PROVIDER_API_KEY,
   startChatPlatform,
 } from '../helpers/chat-platform.js'
-import {
-  bridgedMember,
-  chatCalls,
-  completion,
-  ledgerOf,
-  ledgerRows,
-  quotaWith,
-} from '../helpers/egress.js'
+import { bridgedMember, chatCalls, completion, ledgerOf, ledgerRows } from '../helpers/egress.js'
+import { quotaWith } from '../helpers/quota.js'
 import {
   deltaText,
   fetchStream,
