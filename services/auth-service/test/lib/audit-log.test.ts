@@ -168,12 +168,15 @@ describe('the audit outbox', () => {
     const events = await recordMany(audit, 2)
     // An event from an older version of this service, say, that the receiver's schema refuses.
     const refused = { ...events[0], eventId: 'refused-event', action: 'Not An Action' }
+    // Older than the others, so first in the batch, yet well inside the outbox's 90-day TTL:
+    // a `createdAt` of 1970 is removed by MongoDB's TTL monitor whenever its pass comes first.
+    const aMinuteAgo = new Date(Date.now() - 60_000)
     await outbox.insertOne({
       _id: refused.eventId,
       event: refused as AuditEvent,
-      createdAt: new Date(0),
+      createdAt: aMinuteAgo,
       attempts: 0,
-      nextAttemptAt: new Date(0),
+      nextAttemptAt: aMinuteAgo,
     })
     const receivedBefore = double.auditEvents.length
     expect(await audit.deliverDue()).toBe(2)
