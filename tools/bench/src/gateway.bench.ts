@@ -838,7 +838,6 @@ function pathsTo(upstreamUrl: string, gatewayUrl: string, member: Member, relayU
     },
   }
 }
-const PATHS = ['direct', 'gateway'] as const
 const PATHS_WITH_RELAY = ['direct', 'relay', 'gateway'] as const
 
 interface Settings {
@@ -1011,18 +1010,21 @@ async function startChat(
 
 async function firstSseByte(platform: Platform, gateway: GatewayProcess, settings: Settings) {
   const member = await newMember(platform, gateway)
-  const paths = pathsTo(platform.double.url, gateway.url, member)
+  const relay = await startBareRelay(platform.double.url, member.libreChatToken)
+  const paths = pathsTo(platform.double.url, gateway.url, member, relay.url)
   const load = startLoadGenerator()
   try {
     log(`first SSE byte: ${settings.samples} streams each way, interleaved`)
-    const firstByte = await interleaved(PATHS, settings.samples, 10, async (path) => {
+    const firstByte = await interleaved(PATHS_WITH_RELAY, settings.samples, 10, async (path) => {
       const { base, headers } = paths[path]
       // The model holds its first token until the stream's first byte is in: what is timed is
       // the path to frames already waiting, not LibreChat's work on the generation.
       const held = gate()
       platform.provider.reset()
       platform.provider.behave({ reply: 'a short answer', beforeChunk: () => held.opened })
-      const streamId = await startChat(platform, load, { ...paths[path], agent: path })
+      // The bare relay only relays GETs: its member's chat starts at LibreChat itself.
+      const starter = path === 'relay' ? 'direct' : path
+      const streamId = await startChat(platform, load, { ...paths[starter], agent: starter })
       const stream = expectStatus(
         await load.call(
           {
@@ -1042,30 +1044,40 @@ async function firstSseByte(platform: Platform, gateway: GatewayProcess, setting
     platform.double.requests.length = 0
 
     log(`GET /api/user on the LibreChat double, one at a time, ${settings.sequential} each way`)
-    const oneAtATime = await interleaved(PATHS, settings.sequential, 50, async (path) => {
-      const answer = await load.call({
-        url: `${paths[path].base}/api/user`,
-        headers: paths[path].headers,
-        agent: path,
-      })
-      return expectStatus(answer, 200, `GET /api/user (${path})`).totalMs
-    })
+    const oneAtATime = await interleaved(
+      PATHS_WITH_RELAY,
+      settings.sequential,
+      50,
+      async (path) => {
+        const answer = await load.call({
+          url: `${paths[path].base}/api/user`,
+          headers: paths[path].headers,
+          agent: path,
+        })
+        return expectStatus(answer, 200, `GET /api/user (${path})`).totalMs
+      },
+    )
     platform.provider.reset()
     platform.double.requests.length = 0
     return {
       firstByte: {
         direct: firstByte('direct'),
+        relay: firstByte('relay'),
         gateway: firstByte('gateway'),
+        addedByRelay: added(firstByte('relay'), firstByte('direct')),
         added: added(firstByte('gateway'), firstByte('direct')),
       },
       userOnDouble: {
         direct: oneAtATime('direct'),
+        relay: oneAtATime('relay'),
         gateway: oneAtATime('gateway'),
+        addedByRelay: added(oneAtATime('relay'), oneAtATime('direct')),
         added: added(oneAtATime('gateway'), oneAtATime('direct')),
       },
     }
   } finally {
     await load.close()
+    await relay.stop()
   }
 }
 
@@ -1507,20 +1519,23 @@ const addedRows = (figures: {
   ]),
 ]
 
-type Comparison = { direct: Summary; gateway: Summary; added: { p50: number; p99: number } }
+type Comparison = {
+  direct: Summary
+  relay: Summary
+  gateway: Summary
+  added: { p50: number; p99: number }
+  addedByRelay: { p50: number; p99: number }
+}
 const comparisonRows = (comparison: Comparison, upstreamLabel: string) => [
   row('', ['p50', 'p99', 'n']),
-  row(upstreamLabel, [
-    ms(comparison.direct.p50),
-    ms(comparison.direct.p99),
-    String(comparison.direct.n),
-  ]),
-  row('through the gateway', [
-    ms(comparison.gateway.p50),
-    ms(comparison.gateway.p99),
-    String(comparison.gateway.n),
-  ]),
-  row('added by the gateway', [signedMs(comparison.added.p50), signedMs(comparison.added.p99)]),
+  ...(['direct', 'relay', 'gateway'] as const).map((path) =>
+    row(path === 'direct' ? upstreamLabel : PATH_LABELS[path], [
+      ms(comparison[path].p50),
+      ms(comparison[path].p99),
+      String(comparison[path].n),
+    ]),
+  ),
+  ...addedRows(comparison),
 ]
 
 async function main() {
@@ -1625,15 +1640,7 @@ async function main() {
         `evenly paced, one request every ${(1000 / latency.rate).toFixed(1)} ms, ${latency.durationSeconds} s`,
         ...atRateRows(latency.paced),
         'one request at a time, interleaved',
-        row('', ['p50', 'p99', 'n']),
-        ...(['direct', 'relay', 'gateway'] as const).map((path) =>
-          row(PATH_LABELS[path], [
-            ms(latency.oneAtATime[path].p50),
-            ms(latency.oneAtATime[path].p99),
-            String(latency.oneAtATime[path].n),
-          ]),
-        ),
-        ...addedRows(latency.oneAtATime),
+        ...comparisonRows(latency.oneAtATime, PATH_LABELS.direct),
         cpuRow(latency.oneAtATime.gatewayCpu),
         '',
       )

@@ -116,6 +116,8 @@ export function createStreamWatch(options: StreamWatchOptions) {
 }
 
 export type StreamWatch = ReturnType<typeof createStreamWatch>
+/** One counted subscription, ended once when its client connection ends. */
+export type OpenWatch = Awaited<ReturnType<StreamWatch['subscribe']>>
 
 const FINAL_MARK = Buffer.from('"final":true', 'latin1')
 

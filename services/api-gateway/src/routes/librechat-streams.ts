@@ -1,8 +1,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { z } from 'zod'
+import { ClientGone } from '../errors.js'
 import { libreChatHeaders, upstreamFailure } from '../lib/forwarding.js'
 import { relayStream } from '../lib/stream-relay.js'
-import { finalFrameDetector, type WatchedStream } from '../lib/stream-watch.js'
+import { finalFrameDetector, type OpenWatch, type WatchedStream } from '../lib/stream-watch.js'
+
+/** How long a stream whose head came without a chunk waits before it is watched and counted. */
+const WATCH_AFTER_HEAD_MS = 20
 
 /**
  * LibreChat's resumable chat stream (`GET /api/agents/chat/stream/:streamId`, librechat-api.md
@@ -32,24 +36,29 @@ export async function libreChatStreamRoutes(app: FastifyInstance) {
         streamId: request.params.streamId,
         libreChatUserId: bridged.identity.libreChatUserId,
       }
-      // Keyed by the stream: a reconnect (a reloaded page) takes no second slot. LibreChat is
-      // asked while the slot is taken, and nothing of its answer is relayed before it is; in a
-      // workspace just refused a slot the slot comes first, so clients retrying at the limit do
-      // not reach LibreChat.
       const { workspaceId } = bridged.membership
       const headers = libreChatHeaders(request, request.headers, {
         token: bridged.token,
         userAgent: settings.userAgent,
       })
-      const slot = limits.holdStreamSlot(
-        bridged,
-        request,
-        reply,
-        `${bridged.identity.userId}:stream:${request.params.streamId}`,
-      )
-      if (limits.streamSlotRefusedLately(workspaceId)) await slot
+      // Keyed by the stream: a reconnect (a reloaded page) takes no second slot.
+      const takeSlot = () =>
+        limits.holdStreamSlot(
+          bridged,
+          request,
+          reply,
+          `${bridged.identity.userId}:stream:${request.params.streamId}`,
+        )
+      // Without a limit there is nothing to refuse: the stream is counted (so a limit set later
+      // sees it) once its first bytes are on their way. Under a limit, LibreChat is asked while
+      // the slot is taken and nothing of its answer is relayed before it is; in a workspace just
+      // refused a slot the slot comes first, so clients retrying at the limit do not reach
+      // LibreChat.
+      const unlimited = bridged.policy.quota.maxConcurrentStreams === null
+      const slotFirst = !unlimited && limits.streamSlotRefusedLately(workspaceId)
+      if (slotFirst) await takeSlot()
       relayStream({
-        admission: slot,
+        ...(unlimited || slotFirst ? {} : { admission: takeSlot }),
         dispatcher: libreChat.pool,
         path: request.url,
         headers,
@@ -59,18 +68,41 @@ export async function libreChatStreamRoutes(app: FastifyInstance) {
           const isStream = String(headers['content-type'] ?? '').startsWith('text/event-stream')
           if (statusCode !== 200 || !isStream) return undefined
           let sawFinal = false
-          const subscription = watch.subscribe(stream).catch((error: unknown) => {
-            reply.log.warn({ err: error }, 'stream watch unavailable')
-            return undefined
-          })
+          let subscription: Promise<OpenWatch | undefined> | undefined
+          const watchStream = () => {
+            if (subscription !== undefined) return subscription
+            if (unlimited)
+              takeSlot().catch((error: unknown) => {
+                if (!(error instanceof ClientGone))
+                  reply.log.warn({ err: error }, 'could not count an unlimited stream')
+              })
+            subscription = watch.subscribe(stream).catch((error: unknown) => {
+              reply.log.warn({ err: error }, 'stream watch unavailable')
+              return undefined
+            })
+            return subscription
+          }
+          // Watched (and counted) once the first chunk has gone out, or soon after the head when
+          // none comes: their Redis writes do not stand between LibreChat's first frames and
+          // the client.
+          const watchSoon = setTimeout(watchStream, WATCH_AFTER_HEAD_MS)
           const ended = () => {
-            void subscription.then((open) => open?.ended(sawFinal))
+            clearTimeout(watchSoon)
+            void watchStream().then((open) => open?.ended(sawFinal))
           }
           if (reply.raw.destroyed) ended()
           else reply.raw.once('close', ended)
-          return finalFrameDetector(() => {
+          const detectFinal = finalFrameDetector(() => {
             sawFinal = true
           })
+          let firstChunk = true
+          return (chunk) => {
+            detectFinal(chunk)
+            if (!firstChunk) return
+            firstChunk = false
+            clearTimeout(watchSoon)
+            setImmediate(watchStream)
+          }
         },
       })
       return reply

@@ -38,7 +38,8 @@ async function startRelay(upstreamUrl: string) {
   const pool = new Pool(upstreamUrl)
   const app = Fastify()
   app.get('/stream', async (_request, reply) => {
-    const admission = new Promise<void>((resolve, reject) => decisions.push({ resolve, reject }))
+    const admission = () =>
+      new Promise<void>((resolve, reject) => decisions.push({ resolve, reject }))
     relayStream({
       dispatcher: pool,
       path: '/stream',

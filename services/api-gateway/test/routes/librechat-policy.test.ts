@@ -766,6 +766,36 @@ describe('limits at the door', () => {
     expect(chatPostsOf(chat)).toHaveLength(2)
   })
 
+  it('counts a stream opened without a limit, so a limit set while it runs sees it', async () => {
+    const chat = await startChatPlatform()
+    const { user, workspaceId, token } = await chat.member('unlimited')
+    const hold = holdAfterFirstChunk(chat.provider, REPLY)
+    const started = await startChat(chat.gatewayUrl, token)
+    const first = frameReader(await fetchStream(chat.gatewayUrl, token, started.streamId))
+    await first.until((frame) => kindOf(frame) === 'on_message_delta')
+
+    await setQuota(chat, user, workspaceId, { maxConcurrentStreams: 1 })
+    let refused: Response | undefined
+    await waitFor('the new limit reaching the gateway', async () => {
+      refused = await fetchStream(chat.gatewayUrl, token, 'another-stream')
+      if (refused.status !== 429) await refused.body?.cancel()
+      return refused.status === 429
+    })
+    expect(await expectError(refused as Response, 429, 'GW_QUOTA_EXCEEDED')).toMatchObject({
+      limitName: 'concurrentStreams',
+      limit: 1,
+      used: 1,
+    })
+
+    hold.open()
+    expect((await first.rest()).map(kindOf).at(-1)).toBe('final')
+    await waitFor('the counted stream giving its slot back', async () => {
+      const next = await postChat(chat.gatewayUrl, token, chatBody())
+      await next.body?.cancel()
+      return next.status === 200
+    })
+  })
+
   it('relays nothing of LibreChat’s answer to a stream refused its slot, and then asks LibreChat nothing', async () => {
     const chat = await startChatPlatform()
     const { user, workspaceId, token } = await chat.member('subscriber')
