@@ -16,6 +16,7 @@ import {
 } from 'fastify-type-provider-zod'
 import type { DestinationStream } from 'pino'
 import { loggerOptions, requestIdFor } from './logger.js'
+import { connectionClosePlugin } from './plugins/connection-close.js'
 import { type ErrorBody, errorHandlerPlugin } from './plugins/error-handler.js'
 import { healthPlugin } from './plugins/health.js'
 import { metricsPlugin } from './plugins/metrics.js'
@@ -47,7 +48,7 @@ export type ServiceApp = FastifyInstance<
 /**
  * The base every service's `buildApp` starts from: pino logging with redaction and a request id
  * that follows the request, zod validation and serialization, the one error shape, /healthz,
- * /readyz and /metrics. It never listens.
+ * /readyz and /metrics, and a close that waits only for requests in flight. It never listens.
  */
 export async function createServiceApp(options: ServiceAppOptions): Promise<ServiceApp> {
   const app = Fastify({
@@ -89,6 +90,7 @@ export async function createServiceApp(options: ServiceAppOptions): Promise<Serv
     reply.header('x-request-id', request.id)
   })
 
+  await app.register(connectionClosePlugin)
   await app.register(errorHandlerPlugin, {
     prefix: options.errorPrefix,
     ...(options.errorShape === undefined ? {} : { shape: options.errorShape }),

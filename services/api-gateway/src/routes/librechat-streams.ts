@@ -17,6 +17,13 @@ export async function libreChatStreamRoutes(app: FastifyInstance) {
   const { libreChat, limits } = app
   const { settings } = libreChat
   const watch = libreChat.streamWatch
+  // A closing gateway ends its open streams rather than wait for generations to finish: their
+  // clients reconnect to another replica within the grace period, and LibreChat keeps the
+  // generation for them (librechat-api.md §2.2).
+  const openStreams = new Set<FastifyReply['raw']>()
+  app.addHook('preClose', async () => {
+    for (const client of openStreams) client.destroy()
+  })
 
   app.get(
     '/api/agents/chat/stream/:streamId',
@@ -57,6 +64,9 @@ export async function libreChatStreamRoutes(app: FastifyInstance) {
       const unlimited = bridged.policy.quota.maxConcurrentStreams === null
       const slotFirst = !unlimited && limits.streamSlotRefusedLately(workspaceId)
       if (slotFirst) await takeSlot()
+      const client = reply.raw
+      openStreams.add(client)
+      client.once('close', () => openStreams.delete(client))
       relayStream({
         ...(unlimited || slotFirst ? {} : { admission: takeSlot }),
         dispatcher: libreChat.pool,

@@ -46,7 +46,8 @@ export async function startPlatform(options: PlatformOptions = {}) {
     { dbName: `${stack.dbName}_gateway`, redisKeyPrefix: stack.redisKeyPrefix },
   )
   onTestFinished(async () => {
-    await gateway.mongo.dropDatabase().catch(() => undefined)
+    // A test may have closed the gateway itself; a closed connection would wait to reconnect.
+    if (gateway.mongo.readyState === 1) await gateway.mongo.dropDatabase().catch(() => undefined)
     await gateway.close()
   })
   const gatewayUrl = await gateway.listen({ host: '127.0.0.1', port: 0 })

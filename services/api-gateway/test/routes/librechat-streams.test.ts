@@ -482,6 +482,22 @@ describe('LibreChat chat streams through the gateway', () => {
     expect(await stream.json()).toEqual(UPSTREAM_UNAVAILABLE)
   })
 
+  it('ends its open streams when it closes, and leaves their generations for a reconnect', async () => {
+    const { chat, token } = await chatPlatform()
+    const hold = holdAfterFirstChunk(chat.provider, REPLY)
+    const started = await startChat(chat.gatewayUrl, token)
+    const reader = frameReader(await fetchStream(chat.gatewayUrl, token, started.streamId))
+    await reader.until((frame) => kindOf(frame) === 'on_message_delta')
+
+    // The generation is held open: a close that waited for it would never end.
+    await chat.gateway.close()
+    await expect(reader.rest()).rejects.toThrow()
+    await sleep(GRACE_MS + 300)
+    expect(chat.libreChat.aborts).toEqual([])
+    expect(streamingCalls(chat)[0]).toMatchObject({ outcome: 'in-progress' })
+    hold.open()
+  })
+
   it('stays responsive with 200 streams open and unread, and releases them when their clients go', async () => {
     // The abandonment watch is not under test here: a long grace keeps 200 aborts out of it.
     const { chat, token } = await chatPlatform({

@@ -1,0 +1,78 @@
+import { once } from 'node:events'
+import { connect, type Socket } from 'node:net'
+import { describe, expect, it, onTestFinished } from 'vitest'
+import type { ServiceApp } from '../src/index.js'
+import { testApp } from './helpers.js'
+
+async function listening(app: ServiceApp) {
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const address = app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('not on TCP')
+  return address.port
+}
+
+/** A raw client connection, destroyed when the test ends; `received` collects what it reads. */
+async function rawConnection(port: number) {
+  const socket = connect(port, '127.0.0.1')
+  onTestFinished(() => {
+    socket.destroy()
+  })
+  await once(socket, 'connect')
+  // The server may drop a connection with a reset (it had unread bytes): closed all the same.
+  socket.on('error', () => {})
+  const received: Buffer[] = []
+  socket.on('data', (chunk: Buffer) => received.push(chunk))
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+  return { socket, closed, text: () => Buffer.concat(received).toString('utf8') }
+}
+
+const sendsGet = (socket: Socket, path: string) =>
+  socket.write(`GET ${path} HTTP/1.1\r\nhost: localhost\r\n\r\n`)
+
+describe('closing a service app', () => {
+  it('does not wait for connections that have sent no request, or half of one', async () => {
+    const app = await testApp()
+    const port = await listening(app)
+    const preconnect = await rawConnection(port)
+    const partial = await rawConnection(port)
+    partial.socket.write('GET /heal')
+    // Node's own idle check passes over both; without the plugin close waits a minute for them.
+    await app.close()
+    await Promise.all([preconnect.closed, partial.closed])
+    expect(preconnect.text()).toBe('')
+  })
+
+  it('lets a request in flight finish, then ends its kept-alive connection', async () => {
+    const app = await testApp()
+    let release = () => {}
+    const released = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    let arrived = () => {}
+    const hasArrived = new Promise<void>((resolve) => {
+      arrived = resolve
+    })
+    app.get('/slow', async () => {
+      arrived()
+      await released
+      return { done: true }
+    })
+    const port = await listening(app)
+    const client = await rawConnection(port)
+    const idle = await rawConnection(port)
+    sendsGet(idle.socket, '/healthz')
+    await new Promise<void>((resolve) => idle.socket.once('data', () => resolve()))
+    sendsGet(client.socket, '/slow')
+    await hasArrived
+
+    const closing = app.close()
+    // The kept-alive connection with nothing in flight goes at once; the busy one stays.
+    await idle.closed
+    expect(client.socket.destroyed).toBe(false)
+    release()
+    await closing
+    await client.closed
+    expect(client.text()).toMatch(/^HTTP\/1\.1 200 OK\r\n/)
+    expect(client.text()).toContain('{"done":true}')
+  })
+})
