@@ -7,33 +7,36 @@ import fp from 'fastify-plugin'
  * Lets a closing app close at once when its connections are only waiting. Node's
  * `closeIdleConnections()` (what Fastify runs on close) passes over a connection that has not
  * sent a request yet, such as a browser's preconnect, and `server.close()` then waits for that
- * connection's headers timeout: a minute. So when the app closes, every connection with no
- * request in flight is destroyed, and one whose last response ends after that is ended.
- * Requests in flight finish; new ones on open connections get Fastify's 503.
+ * connection's headers timeout: a minute. So when the app closes, every HTTP connection with no
+ * request in flight is destroyed, and one whose last response ends after that is closed once
+ * the response is flushed. Requests in flight finish; new ones on open connections get
+ * Fastify's 503. A connection that sent bytes but never a whole request is left alone: it may
+ * have been upgraded (a WebSocket, closed by its own handler with a close frame).
  */
 async function connectionClose(app: FastifyInstance) {
-  /** Requests in flight per open connection; 0 = waiting for the next request. */
-  const inFlight = new Map<Socket, number>()
+  const connections = new Map<Socket, { inFlight: number; served: boolean }>()
   let closing = false
 
   app.server.on('connection', (socket: Socket) => {
-    inFlight.set(socket, 0)
-    socket.once('close', () => inFlight.delete(socket))
+    connections.set(socket, { inFlight: 0, served: false })
+    socket.once('close', () => connections.delete(socket))
   })
   app.server.on('request', (request: IncomingMessage, response: ServerResponse) => {
     const { socket } = request
-    inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1)
+    const connection = connections.get(socket)
+    if (connection === undefined) return
+    connection.inFlight += 1
+    connection.served = true
     response.once('close', () => {
-      const left = (inFlight.get(socket) ?? 1) - 1
-      if (socket.destroyed) return
-      inFlight.set(socket, left)
-      // Ended, not destroyed: the response's last bytes may still be in the socket's buffer.
-      if (closing && left === 0) socket.end()
+      connection.inFlight -= 1
+      // destroySoon: flushed first, and not held open by a peer that never sends its FIN.
+      if (closing && connection.inFlight === 0 && !socket.destroyed) socket.destroySoon()
     })
   })
   app.addHook('preClose', async () => {
     closing = true
-    for (const [socket, requests] of inFlight) if (requests === 0) socket.destroy()
+    for (const [socket, { inFlight, served }] of connections)
+      if (inFlight === 0 && (served || socket.bytesRead === 0)) socket.destroy()
   })
 }
 

@@ -38,7 +38,8 @@ export interface StreamRelayOptions {
   failure: (error: Error) => Error
   /**
    * What must hold before anything of LibreChat's answer reaches the client (a stream slot),
-   * started once LibreChat's request is on its way, and decided while LibreChat answers.
+   * started once LibreChat's request has been handed to the pool, and decided while LibreChat
+   * answers.
    * Refused: LibreChat's request is aborted and the refusal answered instead.
    */
   admission?: () => Promise<unknown>
@@ -56,6 +57,9 @@ export interface StreamRelayOptions {
 export function relayStream(options: StreamRelayOptions): void {
   const { reply } = options
   const client = reply.raw
+  // A client that left during the checks before this has had its 'close' already: asking
+  // LibreChat now would leave a stream nobody reads, its connection paused for good.
+  if (client.destroyed || reply.request.raw.socket.destroyed) return
   let state: 'waiting' | 'answered' | 'relaying' = 'waiting'
   let upstream: Dispatcher.DispatchController | undefined
   let onChunk: ((chunk: Buffer) => void) | undefined
@@ -92,7 +96,7 @@ export function relayStream(options: StreamRelayOptions): void {
     // A chunk written before this tick ends carries the head with it: one write instead of two,
     // each of which wakes the client.
     process.nextTick(() => {
-      if (!relayedChunk && !client.destroyed) client.flushHeaders()
+      if (!relayedChunk && !client.destroyed && !client.writableEnded) client.flushHeaders()
     })
     onChunk = options.onHead?.(statusCode, headers)
     client.on('drain', () => controller.resume())
@@ -169,6 +173,7 @@ export function relayStream(options: StreamRelayOptions): void {
       },
     },
   )
-  // After the request is written: LibreChat's work and the admission's run side by side.
+  // After the request is handed to the pool (written at once on an idle connection): LibreChat's
+  // work and the admission's run side by side.
   admit()
 }

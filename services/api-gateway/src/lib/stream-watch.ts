@@ -52,7 +52,11 @@ export function createStreamWatch(options: StreamWatchOptions) {
     return undefined
   }
 
+  let closed = false
+
   function later(check: () => Promise<void>) {
+    // A stream ended by the gateway's own close is left to whoever reconnects to it.
+    if (closed) return
     const timer = setTimeout(() => {
       timers.delete(timer)
       void check()
@@ -109,6 +113,7 @@ export function createStreamWatch(options: StreamWatchOptions) {
     subscribe,
     started,
     close() {
+      closed = true
       for (const timer of timers) clearTimeout(timer)
       timers.clear()
     },

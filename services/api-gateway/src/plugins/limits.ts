@@ -60,7 +60,9 @@ const limitStoreDown = (error: unknown) =>
 /**
  * The limits a chat meets before LibreChat hears of it (API.md §4): requests per minute,
  * concurrent streams, and a budget already spent. The counters live in Redis, shared by every
- * replica; when Redis does not answer, the request is refused (fail closed).
+ * replica; when Redis does not answer, the request is refused (fail closed). A stream in a
+ * workspace without a stream limit has nothing to be refused: the stream route counts it once it
+ * runs, and a count that fails is logged, not answered.
  */
 async function limits(app: FastifyInstance, options: LimitsOptions) {
   // Keys carry the Redis client's own prefix, if any (tests give each app one).

@@ -65,8 +65,10 @@ export async function libreChatStreamRoutes(app: FastifyInstance) {
       const slotFirst = !unlimited && limits.streamSlotRefusedLately(workspaceId)
       if (slotFirst) await takeSlot()
       const client = reply.raw
-      openStreams.add(client)
-      client.once('close', () => openStreams.delete(client))
+      if (!client.destroyed) {
+        openStreams.add(client)
+        client.once('close', () => openStreams.delete(client))
+      }
       relayStream({
         ...(unlimited || slotFirst ? {} : { admission: takeSlot }),
         dispatcher: libreChat.pool,
@@ -81,7 +83,9 @@ export async function libreChatStreamRoutes(app: FastifyInstance) {
           let subscription: Promise<OpenWatch | undefined> | undefined
           const watchStream = () => {
             if (subscription !== undefined) return subscription
-            if (unlimited)
+            // A stream already closed needs its watch (its leaving may abandon the generation),
+            // but no count.
+            if (unlimited && !reply.raw.destroyed)
               takeSlot().catch((error: unknown) => {
                 if (!(error instanceof ClientGone))
                   reply.log.warn({ err: error }, 'could not count an unlimited stream')

@@ -153,3 +153,42 @@ describe('relayStream with an admission decided alongside', () => {
     expect((await second.answer).status).toBe(429)
   })
 })
+
+describe('relayStream for a client already gone', () => {
+  it('asks nothing of the upstream when the client left during the checks before it', async () => {
+    const upstream = await startSseUpstream()
+    const pool = new Pool(upstream.url)
+    const app = Fastify()
+    let inHandler = () => {}
+    const handlerReached = new Promise<void>((resolve) => {
+      inHandler = resolve
+    })
+    app.get('/stream', async (request, reply) => {
+      inHandler()
+      // The checks before the relay (bridge, policy) outlast the client.
+      await once(request.raw.socket, 'close')
+      relayStream({
+        dispatcher: pool,
+        path: '/stream',
+        headers: {},
+        reply,
+        failure: (error) => error,
+      })
+      return reply
+    })
+    await app.listen({ host: '127.0.0.1', port: 0 })
+    onTestFinished(async () => {
+      await app.close()
+      await pool.close()
+    })
+    const client = httpRequest(
+      `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/stream`,
+    )
+    client.on('error', () => {})
+    client.end()
+    await handlerReached
+    client.destroy()
+    await settle()
+    expect(upstream.seen.asked).toBe(0)
+  })
+})

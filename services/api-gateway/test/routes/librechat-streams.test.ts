@@ -4,6 +4,7 @@ import { describe, expect, it, onTestFinished } from 'vitest'
 import {
   type ChatPlatform,
   type ChatPlatformOptions,
+  libreChatUserHeaders,
   startChatPlatform,
 } from '../helpers/chat-platform.js'
 import { bearer } from '../helpers/platform.js'
@@ -488,14 +489,28 @@ describe('LibreChat chat streams through the gateway', () => {
     const started = await startChat(chat.gatewayUrl, token)
     const reader = frameReader(await fetchStream(chat.gatewayUrl, token, started.streamId))
     await reader.until((frame) => kindOf(frame) === 'on_message_delta')
+    const asLibreChatUser = await libreChatUserHeaders(await libreChatUserId(chat, token))
 
     // The generation is held open: a close that waited for it would never end.
     await chat.gateway.close()
     await expect(reader.rest()).rejects.toThrow()
     await sleep(GRACE_MS + 300)
     expect(chat.libreChat.aborts).toEqual([])
-    expect(streamingCalls(chat)[0]).toMatchObject({ outcome: 'in-progress' })
+
+    // The reconnect another replica would relay: the generation resumes and runs to its end.
+    const resumed = await fetch(
+      `${chat.libreChat.url}/api/agents/chat/stream/${started.streamId}?resume=true`,
+      { headers: asLibreChatUser },
+    )
+    expect(resumed.status).toBe(200)
+    const rest = frameReader(resumed)
     hold.open()
+    const frames = await rest.rest()
+    expect(frames.map(kindOf).at(-1)).toBe('final')
+    expect(frames.at(-1)?.data.responseMessage).toMatchObject({
+      unfinished: false,
+      content: [{ type: 'text', text: REPLY }],
+    })
   })
 
   it('stays responsive with 200 streams open and unread, and releases them when their clients go', async () => {
