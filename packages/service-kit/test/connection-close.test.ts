@@ -60,7 +60,8 @@ describe('closing a service app', () => {
     await new Promise<void>((resolve) => client.socket.once('data', () => resolve()))
     await app.close()
     await client.closed
-    expect(client.text()).toMatch(/^HTTP\/1\.1 101 [^]*goodbye$/)
+    expect(client.text()).toMatch(/^HTTP\/1\.1 101 /)
+    expect(client.text().endsWith('goodbye')).toBe(true)
   })
 
   it('lets a request in flight finish, then ends its kept-alive connection', async () => {
