@@ -66,6 +66,7 @@ export async function provideInfrastructure(
       winePrefix: join(options.dataDir, 'mongo', 'wine-prefix'),
       logPath: join(options.dataDir, 'mongo', 'mongod.log'),
       ttlMonitorSleepSecs: options.purpose === 'test' ? 1 : undefined,
+      fileHandleCloseIdleSecs: options.purpose === 'test' ? 5 : undefined,
       detached,
       report,
     })

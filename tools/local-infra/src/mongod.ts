@@ -34,6 +34,13 @@ export interface MongodOptions {
   /** Seconds between TTL sweeps; MongoDB's default is 60, tests want 1. */
   ttlMonitorSleepSecs?: number
   /**
+   * Seconds a collection's or index's file stays open unused; MongoDB's default is 600. A test
+   * run creates thousands of short-lived databases, and under Wine every open file costs two
+   * descriptors (mongod's and Wine's server's): with the default, a full run passed the
+   * machine's 20 000 and MongoDB exited on EMFILE.
+   */
+  fileHandleCloseIdleSecs?: number
+  /**
    * mongod's log file. Always a file: under Wine, mongod writing its log (slow-operation lines
    * carry whole commands) into a pipe its parent drains late drops every client connection.
    */
@@ -188,6 +195,14 @@ export async function startMongod(options: MongodOptions): Promise<RunningServer
   ]
   if (options.ttlMonitorSleepSecs !== undefined) {
     args.push('--setParameter', `ttlMonitorSleepSecs=${options.ttlMonitorSleepSecs}`)
+  }
+  if (options.fileHandleCloseIdleSecs !== undefined) {
+    args.push(
+      '--setParameter',
+      `wiredTigerFileHandleCloseIdleTime=${options.fileHandleCloseIdleSecs}`,
+      '--setParameter',
+      'wiredTigerFileHandleCloseScanInterval=1',
+    )
   }
 
   let server: ReturnType<typeof spawnServer>

@@ -21,7 +21,13 @@ function cacheAt(ttlMs = 1000, maxEntries = 10) {
     maxEntries,
     now: () => clock.ms,
   })
-  return { cache, clock, loads }
+  /** Loads `key` as `value` (the next load the cache starts) and waits for it to be stored. */
+  const stored = async (key: string, value: string) => {
+    const loading = cache.get(key)
+    loads.calls.at(-1)?.resolve(value)
+    await loading
+  }
+  return { cache, clock, loads, stored }
 }
 
 describe('createLoadingCache', () => {
@@ -34,10 +40,8 @@ describe('createLoadingCache', () => {
   })
 
   it('serves an entry in the last quarter of its life while one background reload replaces it', async () => {
-    const { cache, clock, loads } = cacheAt(1000)
-    const first = cache.get('w1')
-    loads.calls[0]?.resolve('v1')
-    await first
+    const { cache, clock, loads, stored } = cacheAt(1000)
+    await stored('w1', 'v1')
     clock.ms = 700
     expect(await cache.get('w1')).toBe('v1')
     expect(loads.calls).toHaveLength(1)
@@ -58,10 +62,8 @@ describe('createLoadingCache', () => {
   })
 
   it('never serves an entry past its ttl: a failed or slow reload leaves it to expire', async () => {
-    const { cache, clock, loads } = cacheAt(1000)
-    const first = cache.get('w1')
-    loads.calls[0]?.resolve('v1')
-    await first
+    const { cache, clock, loads, stored } = cacheAt(1000)
+    await stored('w1', 'v1')
     clock.ms = 900
     expect(await cache.get('w1')).toBe('v1')
     loads.calls[1]?.reject(new Error('workspace-service down'))
@@ -86,10 +88,8 @@ describe('createLoadingCache', () => {
   })
 
   it('drops a key with its reload under way: the reload does not bring it back', async () => {
-    const { cache, clock, loads } = cacheAt(1000)
-    const first = cache.get('w1')
-    loads.calls[0]?.resolve('v1')
-    await first
+    const { cache, clock, loads, stored } = cacheAt(1000)
+    await stored('w1', 'v1')
     clock.ms = 800
     await cache.get('w1')
     cache.drop('w1')
@@ -103,12 +103,9 @@ describe('createLoadingCache', () => {
   })
 
   it('keeps at most maxEntries, a reloaded key counting as stored anew', async () => {
-    const { cache, clock, loads } = cacheAt(1000, 2)
-    for (const key of ['w1', 'w2']) {
-      const loading = cache.get(key)
-      loads.calls.at(-1)?.resolve(`${key}-v1`)
-      await loading
-    }
+    const { cache, clock, loads, stored } = cacheAt(1000, 2)
+    await stored('w1', 'w1-v1')
+    await stored('w2', 'w2-v1')
     clock.ms = 800
     await cache.get('w1')
     loads.calls.at(-1)?.resolve('w1-v2')
@@ -116,9 +113,7 @@ describe('createLoadingCache', () => {
     expect(loads.calls.map((call) => call.key)).toEqual(['w1', 'w2', 'w1'])
 
     // A third key evicts the oldest stored: w2, since w1 was stored again by its reload.
-    const third = cache.get('w3')
-    loads.calls.at(-1)?.resolve('w3-v1')
-    await third
+    await stored('w3', 'w3-v1')
     expect(await cache.get('w1')).toBe('w1-v2')
     expect(loads.calls).toHaveLength(4)
     void cache.get('w2')
