@@ -120,6 +120,15 @@ const added = (through: Summary, direct: Summary) => ({
   p99: through.p99 - direct.p99,
 })
 
+/** Each path's figures, and what the bare relay and the gateway add to the direct path. */
+const comparedPaths = (of: (path: (typeof PATHS_WITH_RELAY)[number]) => Summary) => ({
+  direct: of('direct'),
+  relay: of('relay'),
+  gateway: of('gateway'),
+  addedByRelay: added(of('relay'), of('direct')),
+  added: added(of('gateway'), of('direct')),
+})
+
 async function waitFor(what: string, condition: () => boolean, timeoutMs: number) {
   const deadline = performance.now() + timeoutMs
   while (!condition()) {
@@ -953,14 +962,7 @@ async function addedLatency(
       durationSeconds: settings.durationSeconds,
       autocannon: autocannonFigures,
       paced: pacedFigures,
-      oneAtATime: {
-        direct: oneAtATime('direct'),
-        relay: oneAtATime('relay'),
-        gateway: oneAtATime('gateway'),
-        addedByRelay: added(oneAtATime('relay'), oneAtATime('direct')),
-        added: added(oneAtATime('gateway'), oneAtATime('direct')),
-        gatewayCpu: sequentially.cpu,
-      },
+      oneAtATime: { ...comparedPaths(oneAtATime), gatewayCpu: sequentially.cpu },
     }
   } finally {
     await load.close()
@@ -1060,20 +1062,8 @@ async function firstSseByte(platform: Platform, gateway: GatewayProcess, setting
     platform.provider.reset()
     platform.double.requests.length = 0
     return {
-      firstByte: {
-        direct: firstByte('direct'),
-        relay: firstByte('relay'),
-        gateway: firstByte('gateway'),
-        addedByRelay: added(firstByte('relay'), firstByte('direct')),
-        added: added(firstByte('gateway'), firstByte('direct')),
-      },
-      userOnDouble: {
-        direct: oneAtATime('direct'),
-        relay: oneAtATime('relay'),
-        gateway: oneAtATime('gateway'),
-        addedByRelay: added(oneAtATime('relay'), oneAtATime('direct')),
-        added: added(oneAtATime('gateway'), oneAtATime('direct')),
-      },
+      firstByte: comparedPaths(firstByte),
+      userOnDouble: comparedPaths(oneAtATime),
     }
   } finally {
     await load.close()
