@@ -49,6 +49,17 @@ async function libreChatUserId(chat: ChatPlatform, token: string) {
   return ((await response.json()) as { id: string }).id
 }
 
+/** A chat whose model holds after its first token, read through the gateway up to that token. */
+async function chatHeldAtFirstToken(chat: ChatPlatform, token: string, signal?: AbortSignal) {
+  const hold = holdAfterFirstChunk(chat.provider, REPLY)
+  const started = await startChat(chat.gatewayUrl, token)
+  const reader = frameReader(
+    await fetchStream(chat.gatewayUrl, token, started.streamId, signal ? { signal } : {}),
+  )
+  const before = await reader.until((frame) => kindOf(frame) === 'on_message_delta')
+  return { hold, started, reader, before }
+}
+
 const UPSTREAM_UNAVAILABLE = {
   statusCode: 503,
   code: 'GW_UPSTREAM_UNAVAILABLE',
@@ -201,13 +212,8 @@ describe('LibreChat chat streams through the gateway', () => {
   it('keeps the generation when its client reconnects within the grace period', async () => {
     const { chat, token } = await chatPlatform()
     const tokens = splitIntoTokens(REPLY)
-    const hold = holdAfterFirstChunk(chat.provider, REPLY)
-    const started = await startChat(chat.gatewayUrl, token)
     const first = new AbortController()
-    const firstReader = frameReader(
-      await fetchStream(chat.gatewayUrl, token, started.streamId, { signal: first.signal }),
-    )
-    const before = await firstReader.until((frame) => kindOf(frame) === 'on_message_delta')
+    const { hold, started, before } = await chatHeldAtFirstToken(chat, token, first.signal)
     expect(textOf(before)).toBe(tokens[0])
     first.abort()
     await waitFor(
@@ -245,13 +251,8 @@ describe('LibreChat chat streams through the gateway', () => {
   it('aborts an abandoned generation by its stream id once the grace period has passed', async () => {
     const { chat, token } = await chatPlatform()
     const userId = await libreChatUserId(chat, token)
-    holdAfterFirstChunk(chat.provider, REPLY)
-    const started = await startChat(chat.gatewayUrl, token)
     const client = new AbortController()
-    const reader = frameReader(
-      await fetchStream(chat.gatewayUrl, token, started.streamId, { signal: client.signal }),
-    )
-    await reader.until((frame) => kindOf(frame) === 'on_message_delta')
+    const { started } = await chatHeldAtFirstToken(chat, token, client.signal)
     client.abort()
     const leftAt = Date.now()
 
@@ -485,10 +486,7 @@ describe('LibreChat chat streams through the gateway', () => {
 
   it('ends its open streams when it closes, and leaves their generations for a reconnect', async () => {
     const { chat, token } = await chatPlatform()
-    const hold = holdAfterFirstChunk(chat.provider, REPLY)
-    const started = await startChat(chat.gatewayUrl, token)
-    const reader = frameReader(await fetchStream(chat.gatewayUrl, token, started.streamId))
-    await reader.until((frame) => kindOf(frame) === 'on_message_delta')
+    const { hold, started, reader } = await chatHeldAtFirstToken(chat, token)
     const asLibreChatUser = await libreChatUserHeaders(await libreChatUserId(chat, token))
 
     // The generation is held open: a close that waited for it would never end.
@@ -577,10 +575,7 @@ describe('LibreChat chat streams through the gateway', () => {
   // once (ARCHITECTURE §6: each upstream write reaches the client when it is written).
   it('sends a stream’s headers as soon as LibreChat does, before its next frame', async () => {
     const { chat, token } = await chatPlatform()
-    const hold = holdAfterFirstChunk(chat.provider, REPLY)
-    const started = await startChat(chat.gatewayUrl, token)
-    const first = frameReader(await fetchStream(chat.gatewayUrl, token, started.streamId))
-    await first.until((frame) => kindOf(frame) === 'on_message_delta')
+    const { hold, started } = await chatHeldAtFirstToken(chat, token)
 
     const second = await within(
       2000,
